@@ -1,0 +1,318 @@
+"""Numba kernels of the mMTP: site energies and their derivatives by one reverse sweep.
+
+For every atom i the forward pass builds the radial functions
+f_mu(r, m_i, m_j) of each neighbour, the basic moments
+sum_j f_mu u_x^a u_y^b u_z^c and the products of ``times``; the reverse pass
+carries dV_i/d(moment) back to every neighbour pair. One sweep gives the site
+energy, dV_i/d(r_ij) for every pair (forces and virial), dV_i/dm for the
+central atom and each neighbour (magnetic forces), and dV_i/dtheta.
+
+Pair arrays are written per pair and scattered serially afterwards, so the
+atom loop is free of races and runs in parallel (``prange`` over chunks).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_JIT = {'cache': True, 'nogil': True, 'error_model': 'numpy'}
+
+
+@nb.njit(inline='always', **_JIT)
+def _chebyshev(x, n, out, dout):
+    """T_k(x) and dT_k/dx for k < n."""
+    out[0] = 1.0
+    dout[0] = 0.0
+    if n > 1:
+        out[1] = x
+        dout[1] = 1.0
+    for k in range(2, n):
+        out[k] = 2.0 * x * out[k - 1] - out[k - 2]
+        dout[k] = 2.0 * out[k - 1] + 2.0 * x * dout[k - 1] - dout[k - 2]
+
+
+@nb.njit(**_JIT)
+def site_block(
+    start, stop,
+    types, moments, offsets, nbr, vec,
+    rc, sc, xi, basic, times, mapping, n_moments,
+    r_min, r_cut, scaling, mag_min, mag_max,
+    need_grad,
+    site_e, pair_dvec, pair_dm, own_dm, grad,
+):  # fmt: skip
+    """Evaluate atoms ``start <= i < stop`` (see module docstring).
+
+    Outputs: ``site_e[i]`` (eV); ``pair_dvec[p]`` = dV_i/d(vec_p) (eV/A, (P, 3));
+    ``pair_dm[p]`` = dV_i/dm_j for the neighbour j of pair p (eV/mu_B);
+    ``own_dm[i]`` = dV_i/dm_i; ``grad`` (n_params,) += dV_i/dtheta when ``need_grad``.
+    """
+    n_species = rc.shape[0]
+    n_mu = rc.shape[2]
+    n_phi = rc.shape[3]
+    n_psi = rc.shape[4]
+    n_basic = basic.shape[0]
+    n_times = times.shape[0]
+    n_alpha = mapping.shape[0]
+    n_radial = rc.size
+    max_pow = 0
+    for q in range(n_basic):
+        s = basic[q, 1] + basic[q, 2] + basic[q, 3]
+        if s > max_pow:
+            max_pow = s
+    max_nb = 0
+    for i in range(start, stop):
+        if offsets[i + 1] - offsets[i] > max_nb:
+            max_nb = offsets[i + 1] - offsets[i]
+
+    mom = np.zeros(n_moments)
+    adj = np.zeros(n_moments)
+    fval = np.zeros((max_nb, n_mu))
+    fdr = np.zeros((max_nb, n_mu))
+    fdmj = np.zeros((max_nb, n_mu))
+    fdmi = np.zeros((max_nb, n_mu))
+    qval = np.zeros((max_nb, n_phi))
+    psij = np.zeros((max_nb, n_psi))
+    tb = np.zeros(n_phi)
+    dtb = np.zeros(n_phi)
+    psi_i = np.zeros(n_psi)
+    dpsi_i = np.zeros(n_psi)
+    dpsi_j = np.zeros(n_psi)
+    cc = np.zeros((n_species, n_mu, n_phi, n_psi))
+    dcc = np.zeros((n_species, n_mu, n_phi, n_psi))
+    acc = np.zeros((n_species, n_mu, n_phi, n_psi))
+    px = np.zeros(max_pow + 1)
+    py = np.zeros(max_pow + 1)
+    pz = np.zeros(max_pow + 1)
+    dvdf = np.zeros(n_mu)
+    span = r_cut - r_min
+    magnetic = n_psi > 1
+
+    for i in range(start, stop):
+        zi = types[i]
+        p0 = offsets[i]
+        p1 = offsets[i + 1]
+        # magnetic basis of the central atom, contracted into the coefficients
+        if magnetic:
+            w = 2.0 / (mag_max[zi] - mag_min[zi])
+            _chebyshev((2.0 * moments[i] - (mag_min[zi] + mag_max[zi])) / (mag_max[zi] - mag_min[zi]), n_psi, psi_i, dpsi_i)
+            for ii in range(n_psi):
+                dpsi_i[ii] *= w
+        else:
+            psi_i[0] = 1.0
+            dpsi_i[0] = 0.0
+        for zj in range(n_species):
+            for mu in range(n_mu):
+                for b in range(n_phi):
+                    for jj in range(n_psi):
+                        s0 = 0.0
+                        s1 = 0.0
+                        for ii in range(n_psi):
+                            c = rc[zi, zj, mu, b, ii, jj]
+                            s0 += c * psi_i[ii]
+                            s1 += c * dpsi_i[ii]
+                        cc[zj, mu, b, jj] = s0
+                        dcc[zj, mu, b, jj] = s1
+        for k in range(n_moments):
+            mom[k] = 0.0
+        # forward pass over neighbours
+        for p in range(p0, p1):
+            lp = p - p0
+            j = nbr[p]
+            zj = types[j]
+            x = vec[p, 0]
+            y = vec[p, 1]
+            z = vec[p, 2]
+            r = np.sqrt(x * x + y * y + z * z)
+            inv_r = 1.0 / r
+            _chebyshev((2.0 * r - (r_min + r_cut)) / span, n_phi, tb, dtb)
+            cut = r_cut - r
+            wq = scaling * cut * cut
+            dwq = -2.0 * scaling * cut
+            if magnetic:
+                wm = 2.0 / (mag_max[zj] - mag_min[zj])
+                _chebyshev((2.0 * moments[j] - (mag_min[zj] + mag_max[zj])) / (mag_max[zj] - mag_min[zj]), n_psi, psij[lp], dpsi_j)
+                for jj in range(n_psi):
+                    dpsi_j[jj] *= wm
+            else:
+                psij[lp, 0] = 1.0
+                dpsi_j[0] = 0.0
+            for mu in range(n_mu):
+                f = 0.0
+                fr = 0.0
+                fmj = 0.0
+                fmi = 0.0
+                for b in range(n_phi):
+                    qv = tb[b] * wq
+                    qd = dtb[b] * (2.0 / span) * wq + tb[b] * dwq
+                    if mu == 0:
+                        qval[lp, b] = qv
+                    for jj in range(n_psi):
+                        c = cc[zj, mu, b, jj]
+                        f += c * qv * psij[lp, jj]
+                        fr += c * qd * psij[lp, jj]
+                        fmj += c * qv * dpsi_j[jj]
+                        fmi += dcc[zj, mu, b, jj] * qv * psij[lp, jj]
+                fval[lp, mu] = f
+                fdr[lp, mu] = fr
+                fdmj[lp, mu] = fmj
+                fdmi[lp, mu] = fmi
+            ux = x * inv_r
+            uy = y * inv_r
+            uz = z * inv_r
+            px[0] = 1.0
+            py[0] = 1.0
+            pz[0] = 1.0
+            for k in range(1, max_pow + 1):
+                px[k] = px[k - 1] * ux
+                py[k] = py[k - 1] * uy
+                pz[k] = pz[k - 1] * uz
+            for q in range(n_basic):
+                mom[q] += fval[lp, basic[q, 0]] * px[basic[q, 1]] * py[basic[q, 2]] * pz[basic[q, 3]]
+        for t in range(n_times):
+            mom[times[t, 3]] += times[t, 2] * mom[times[t, 0]] * mom[times[t, 1]]
+        e = sc[zi]
+        for k in range(n_moments):
+            adj[k] = 0.0
+        for a in range(n_alpha):
+            e += xi[a] * mom[mapping[a]]
+            adj[mapping[a]] += xi[a]
+        site_e[i] = e
+        # reverse pass
+        for t in range(n_times - 1, -1, -1):
+            g = times[t, 2] * adj[times[t, 3]]
+            if g != 0.0:
+                adj[times[t, 0]] += g * mom[times[t, 1]]
+                adj[times[t, 1]] += g * mom[times[t, 0]]
+        if need_grad:
+            for zj in range(n_species):
+                for mu in range(n_mu):
+                    for b in range(n_phi):
+                        for jj in range(n_psi):
+                            acc[zj, mu, b, jj] = 0.0
+        dmi = 0.0
+        for p in range(p0, p1):
+            lp = p - p0
+            zj = types[nbr[p]]
+            x = vec[p, 0]
+            y = vec[p, 1]
+            z = vec[p, 2]
+            r = np.sqrt(x * x + y * y + z * z)
+            inv_r = 1.0 / r
+            ux = x * inv_r
+            uy = y * inv_r
+            uz = z * inv_r
+            px[0] = 1.0
+            py[0] = 1.0
+            pz[0] = 1.0
+            for k in range(1, max_pow + 1):
+                px[k] = px[k - 1] * ux
+                py[k] = py[k - 1] * uy
+                pz[k] = pz[k - 1] * uz
+            for mu in range(n_mu):
+                dvdf[mu] = 0.0
+            gx = 0.0
+            gy = 0.0
+            gz = 0.0
+            for q in range(n_basic):
+                aq = adj[q]
+                if aq == 0.0:
+                    continue
+                mu = basic[q, 0]
+                a = basic[q, 1]
+                bb = basic[q, 2]
+                c = basic[q, 3]
+                pyz = py[bb] * pz[c]
+                dvdf[mu] += aq * px[a] * pyz
+                af = aq * fval[lp, mu]
+                if a > 0:
+                    gx += af * a * px[a - 1] * pyz
+                if bb > 0:
+                    gy += af * bb * px[a] * py[bb - 1] * pz[c]
+                if c > 0:
+                    gz += af * c * px[a] * py[bb] * pz[c - 1]
+            gu = gx * ux + gy * uy + gz * uz
+            drad = 0.0
+            dmj = 0.0
+            for mu in range(n_mu):
+                drad += dvdf[mu] * fdr[lp, mu]
+                dmj += dvdf[mu] * fdmj[lp, mu]
+                dmi += dvdf[mu] * fdmi[lp, mu]
+            pair_dvec[p, 0] = drad * ux + (gx - gu * ux) * inv_r
+            pair_dvec[p, 1] = drad * uy + (gy - gu * uy) * inv_r
+            pair_dvec[p, 2] = drad * uz + (gz - gu * uz) * inv_r
+            pair_dm[p] = dmj
+            if need_grad:
+                for mu in range(n_mu):
+                    d = dvdf[mu]
+                    for b in range(n_phi):
+                        dq = d * qval[lp, b]
+                        for jj in range(n_psi):
+                            acc[zj, mu, b, jj] += dq * psij[lp, jj]
+        own_dm[i] = dmi
+        if need_grad:
+            # radial coefficients [zi, zj, mu, b, ii, jj] (C order)
+            for zj in range(n_species):
+                for mu in range(n_mu):
+                    for b in range(n_phi):
+                        for ii in range(n_psi):
+                            base = ((((zi * n_species + zj) * n_mu + mu) * n_phi + b) * n_psi + ii) * n_psi
+                            for jj in range(n_psi):
+                                grad[base + jj] += acc[zj, mu, b, jj] * psi_i[ii]
+            grad[n_radial + zi] += 1.0
+            for a in range(n_alpha):
+                grad[n_radial + n_species + a] += mom[mapping[a]]
+
+
+@nb.njit(parallel=True, **_JIT)
+def evaluate_atoms(
+    n_chunks,
+    types, moments, offsets, nbr, vec,
+    rc, sc, xi, basic, times, mapping, n_moments,
+    r_min, r_cut, scaling, mag_min, mag_max,
+    need_grad, n_params,
+):  # fmt: skip
+    """All atoms of one configuration, atoms split into ``n_chunks`` parallel chunks.
+
+    Returns ``(site_e (N,), forces (N, 3), virial (6,), dedm (N,), grad (n_params,))``
+    with ``virial`` = -sum_p dV/dvec_p (x) vec_p in Voigt order (eV) and
+    ``dedm`` = dE/dm (eV/mu_B).
+    """
+    n = types.shape[0]
+    n_pairs = nbr.shape[0]
+    site_e = np.zeros(n)
+    pair_dvec = np.zeros((n_pairs, 3))
+    pair_dm = np.zeros(n_pairs)
+    own_dm = np.zeros(n)
+    grads = np.zeros((n_chunks, n_params if need_grad else 0))
+    chunk = (n + n_chunks - 1) // n_chunks
+    for c in nb.prange(n_chunks):
+        start = c * chunk
+        stop = min(n, start + chunk)
+        if start < stop:
+            site_block(
+                start, stop, types, moments, offsets, nbr, vec,
+                rc, sc, xi, basic, times, mapping, n_moments,
+                r_min, r_cut, scaling, mag_min, mag_max,
+                need_grad, site_e, pair_dvec, pair_dm, own_dm, grads[c],
+            )  # fmt: skip
+    forces = np.zeros((n, 3))
+    dedm = own_dm.copy()
+    virial = np.zeros(6)
+    for i in range(n):
+        for p in range(offsets[i], offsets[i + 1]):
+            j = nbr[p]
+            for k in range(3):
+                forces[i, k] += pair_dvec[p, k]
+                forces[j, k] -= pair_dvec[p, k]
+            dedm[j] += pair_dm[p]
+            virial[0] -= pair_dvec[p, 0] * vec[p, 0]
+            virial[1] -= pair_dvec[p, 1] * vec[p, 1]
+            virial[2] -= pair_dvec[p, 2] * vec[p, 2]
+            virial[3] -= 0.5 * (pair_dvec[p, 1] * vec[p, 2] + pair_dvec[p, 2] * vec[p, 1])
+            virial[4] -= 0.5 * (pair_dvec[p, 0] * vec[p, 2] + pair_dvec[p, 2] * vec[p, 0])
+            virial[5] -= 0.5 * (pair_dvec[p, 0] * vec[p, 1] + pair_dvec[p, 1] * vec[p, 0])
+    grad = np.zeros(n_params if need_grad else 0)
+    for c in range(n_chunks):
+        grad += grads[c]
+    return site_e, forces, virial, dedm, grad
