@@ -31,7 +31,9 @@ def atoms_to_configuration(atoms: Atoms, species: Sequence[str], label: str = 's
     types = []
     for i, s in enumerate(symbols):
         if s not in index:
-            raise ValueError(f"{label}: atom {i + 1} is {s}, which is not a species of the potential ({', '.join(species)})")
+            raise ValueError(
+                f'{label}: atom {i + 1} is {s}, which is not a species of the potential ({", ".join(species)})'
+            )
         types.append(index[s])
     pbc = atoms.get_pbc()
     if pbc.any() and not pbc.all():

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -128,7 +128,7 @@ def _basic_order(b: tuple) -> tuple:
     return (mu, a + bb + c, -a, -bb, -c)
 
 
-@lru_cache(maxsize=None)
+@cache
 def basis_for_level(level: int) -> BasisTables:
     """Generate the moment tables of an MTP of the given level (2 <= level <= 28)."""
     if not 2 <= level <= 28:

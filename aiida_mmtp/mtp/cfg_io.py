@@ -138,8 +138,26 @@ def _atom_data(columns: list[str], table: np.ndarray, cell, where: str) -> dict:
     types = table[:, col['type']]
     if np.any(types != np.round(types)) or np.any(types < 0):
         raise CfgFormatError(f'{where}: species types must be non-negative integers')
-    known = {'id', 'type', 'cartes_x', 'cartes_y', 'cartes_z', 'direct1', 'direct2', 'direct3', 'fx', 'fy', 'fz',
-             'magmom_x', 'magmom_y', 'magmom_z', 'en_der_mx', 'en_der_my', 'en_der_mz', 'nbh_grades'}
+    known = {
+        'id',
+        'type',
+        'cartes_x',
+        'cartes_y',
+        'cartes_z',
+        'direct1',
+        'direct2',
+        'direct3',
+        'fx',
+        'fy',
+        'fz',
+        'magmom_x',
+        'magmom_y',
+        'magmom_z',
+        'en_der_mx',
+        'en_der_my',
+        'en_der_mz',
+        'nbh_grades',
+    }
     unknown = [c for c in columns if c not in known]
     if unknown:
         raise CfgFormatError(f'{where}: unknown AtomData column(s) {", ".join(unknown)}')

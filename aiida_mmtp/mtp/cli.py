@@ -29,22 +29,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    names = ', '.join(info['species']) if info['species'] else f"{info['species_count']} (unnamed)"
+    names = ', '.join(info['species']) if info['species'] else f'{info["species_count"]} (unnamed)'
     print(f'potential        {args.potential}')
     print(f'species          {names}')
-    print(f"level            {info['level'] if info['level'] is not None else 'unknown'}")
-    print(f"radial basis     N_phi = {info['radial_basis_size']}, {info['radial_funcs_count']} radial functions")
-    print(f"magnetic basis   N_psi = {info['magnetic_basis_size']}" + ('' if pot.is_magnetic else ' (non-magnetic)'))
+    print(f'level            {info["level"] if info["level"] is not None else "unknown"}')
+    print(f'radial basis     N_phi = {info["radial_basis_size"]}, {info["radial_funcs_count"]} radial functions')
+    print(f'magnetic basis   N_psi = {info["magnetic_basis_size"]}' + ('' if pot.is_magnetic else ' (non-magnetic)'))
     if pot.is_magnetic:
         ranges = '; '.join(
             f'{n}: {lo:g} .. {hi:g}'
             for n, (lo, hi) in zip(info['species'] or range(pot.species_count), info['moment_ranges'])
         )
         print(f'moment ranges    {ranges} mu_B')
-        print(f"energy mode      {info['energy_mode']}")
-    print(f"cutoff           {info['min_dist']} .. {info['max_dist']} A")
-    print(f"basis functions  {info['basis_functions']} ({info['basic_moments']} basic moments)")
-    print(f"parameters       {info['parameters']}")
+        print(f'energy mode      {info["energy_mode"]}')
+    print(f'cutoff           {info["min_dist"]} .. {info["max_dist"]} A')
+    print(f'basis functions  {info["basis_functions"]} ({info["basic_moments"]} basic moments)')
+    print(f'parameters       {info["parameters"]}')
     return 0
 
 

@@ -95,7 +95,9 @@ def site_block(
         # magnetic basis of the central atom, contracted into the coefficients
         if magnetic:
             w = 2.0 / (mag_max[zi] - mag_min[zi])
-            _chebyshev((2.0 * moments[i] - (mag_min[zi] + mag_max[zi])) / (mag_max[zi] - mag_min[zi]), n_psi, psi_i, dpsi_i)
+            _chebyshev(
+                (2.0 * moments[i] - (mag_min[zi] + mag_max[zi])) / (mag_max[zi] - mag_min[zi]), n_psi, psi_i, dpsi_i
+            )
             for ii in range(n_psi):
                 dpsi_i[ii] *= w
         else:
@@ -131,7 +133,12 @@ def site_block(
             dwq = -2.0 * scaling * cut
             if magnetic:
                 wm = 2.0 / (mag_max[zj] - mag_min[zj])
-                _chebyshev((2.0 * moments[j] - (mag_min[zj] + mag_max[zj])) / (mag_max[zj] - mag_min[zj]), n_psi, psij[lp], dpsi_j)
+                _chebyshev(
+                    (2.0 * moments[j] - (mag_min[zj] + mag_max[zj])) / (mag_max[zj] - mag_min[zj]),
+                    n_psi,
+                    psij[lp],
+                    dpsi_j,
+                )
                 for jj in range(n_psi):
                     dpsi_j[jj] *= wm
             else:

@@ -172,7 +172,9 @@ def parse_mtp(lines: list[str], source: str = '<string>', species: list[str] | N
         ('alpha_moment_mapping', mapping, n_alpha, 1),
     ):
         if arr.size != count * width:
-            raise MtpFormatError(f'{source}:{values[name][1]}: {name} has {arr.size // width} entries, header says {count}')
+            raise MtpFormatError(
+                f'{source}:{values[name][1]}: {name} has {arr.size // width} entries, header says {count}'
+            )
     basic = basic.astype(np.int64).reshape(-1, 4)
     times = times.astype(np.int64).reshape(-1, 4)
     mapping = mapping.astype(np.int64)

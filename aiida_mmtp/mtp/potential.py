@@ -173,7 +173,9 @@ class Potential:
         try:
             return self.species.index(symbol)
         except ValueError:
-            raise ValueError(f"species '{symbol}' is not in this potential (species: {', '.join(self.species)})") from None
+            raise ValueError(
+                f"species '{symbol}' is not in this potential (species: {', '.join(self.species)})"
+            ) from None
 
     def summary(self) -> dict:
         """Human-facing description (used by ``mmtp info``)."""

@@ -1,0 +1,63 @@
+"""Shared fixtures: random potentials and distorted, randomly magnetised CrN cells."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiida_mmtp.mtp.configuration import Configuration
+from aiida_mmtp.mtp.potential import Potential
+from aiida_mmtp.mtp.structures import random_collinear_moments, rattle, rocksalt, supercell
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / 'shared' / 'reference'
+if not REFERENCE.exists():  # CI clones main with shared/ beside it
+    REFERENCE = Path(os.environ.get('MMTP_SHARED', '/work/shared')) / 'reference'
+
+
+def random_potential(level: int = 10, n_psi: int = 2, seed: int = 0, symmetric: bool = False) -> Potential:
+    """A potential with every coefficient random and non-zero (Cr, N)."""
+    pot = Potential.from_level(
+        level, ['Cr', 'N'], n_psi=n_psi, m_max=[3.2, 0.6] if n_psi > 1 else None, seed=seed, symmetric=symmetric
+    )
+    rng = np.random.default_rng(seed + 1000)
+    theta = pot.get_params()
+    nr = pot.n_radial_params
+    theta[nr:] = rng.uniform(-0.5, 0.5, size=theta.size - nr)
+    pot.set_params(theta)
+    return pot
+
+
+def magnetic_crn(cfg: Configuration, seed: int, amplitude: float = 0.15) -> Configuration:
+    """Rattle a CrN cell and give Cr random signed moments (1.5-3 mu_B), N small ones."""
+    rng = np.random.default_rng(seed)
+    out = rattle(cfg, amplitude, rng)
+    moments = random_collinear_moments(out.types, {0: 1.0}, rng)
+    moments[out.types == 0] *= rng.uniform(1.5, 3.0, size=(out.types == 0).sum())
+    moments[out.types == 1] = rng.uniform(-0.3, 0.3, size=(out.types == 1).sum())
+    out.moments = moments
+    return out
+
+
+def crn_cells() -> dict[str, Configuration]:
+    """Test cells: cubic 8-atom, a sheared (triclinic) 8-atom, and the 2-atom primitive cell (< 2 R_cut)."""
+    cubic = magnetic_crn(rocksalt(4.15), seed=1)
+    sheared = rocksalt(4.15)
+    deform = np.array([[1.02, 0.05, -0.03], [0.0, 0.97, 0.06], [0.04, 0.0, 1.01]])
+    sheared.positions = sheared.positions @ deform
+    sheared.cell = sheared.cell @ deform
+    sheared = magnetic_crn(sheared, seed=2)
+    prim = magnetic_crn(rocksalt(4.15, primitive=True), seed=3, amplitude=0.1)
+    return {'cubic8': cubic, 'triclinic8': sheared, 'primitive2': prim}
+
+
+@pytest.fixture(scope='session')
+def reference_dir() -> Path:
+    if not REFERENCE.exists():
+        pytest.fail(f'shared reference data not found at {REFERENCE}')
+    return REFERENCE
+
+
+__all__ = ['crn_cells', 'magnetic_crn', 'random_potential', 'supercell']
