@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment in .venv with everything the engine,
+# the plugin and the tests need. Safe to run again; used by run-demo.sh, test.sh and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "bootstrap: Python >= 3.11 is required ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+    echo "bootstrap: installing aiida-mmtp and its dependencies into .venv (a minute or two)"
+    # (this machine's pip config lists local mirrors that may be absent: hide only those warnings)
+    .venv/bin/python -m pip install --quiet -e '.[tests]' 2> >(grep -v '^WARNING: Location' >&2)
+    .venv/bin/python -c 'import aiida_mmtp.mtp, numba, aiida' # fail loudly if the install did not work
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi
