@@ -40,12 +40,19 @@ def site_block(
     r_min, r_cut, scaling, mag_min, mag_max,
     need_grad,
     site_e, pair_dvec, pair_dm, own_dm, grad,
+    tangent, dvec, dm, grad_t,
 ):  # fmt: skip
     """Evaluate atoms ``start <= i < stop`` (see module docstring).
 
     Outputs: ``site_e[i]`` (eV); ``pair_dvec[p]`` = dV_i/d(vec_p) (eV/A, (P, 3));
     ``pair_dm[p]`` = dV_i/dm_j for the neighbour j of pair p (eV/mu_B);
     ``own_dm[i]`` = dV_i/dm_i; ``grad`` (n_params,) += dV_i/dtheta when ``need_grad``.
+
+    With ``tangent`` (which needs ``need_grad``): ``grad_t`` (n_params,) +=
+    d/dt [dV_i/dtheta] along the perturbation vec_p -> vec_p + t dvec[p],
+    m -> m + t dm (forward mode through the whole sweep). The force, stress
+    and magnetic-force terms of the fitting loss are such directional
+    derivatives, so this gives their exact parameter gradient.
     """
     n_species = rc.shape[0]
     n_mu = rc.shape[2]
@@ -85,6 +92,16 @@ def site_block(
     py = np.zeros(max_pow + 1)
     pz = np.zeros(max_pow + 1)
     dvdf = np.zeros(n_mu)
+    nt = max_nb if tangent else 0
+    dmom = np.zeros(n_moments if tangent else 0)
+    dadj = np.zeros(n_moments if tangent else 0)
+    df = np.zeros((nt, n_mu))
+    qder = np.zeros((nt, n_phi))
+    dpsij = np.zeros((nt, n_psi))
+    du = np.zeros((nt, 3))
+    tpsi_i = np.zeros(n_psi)
+    dacc = np.zeros((n_species, n_mu, n_phi, n_psi))
+    ddvdf = np.zeros(n_mu)
     span = r_cut - r_min
     magnetic = n_psi > 1
 
@@ -117,6 +134,11 @@ def site_block(
                         dcc[zj, mu, b, jj] = s1
         for k in range(n_moments):
             mom[k] = 0.0
+        if tangent:
+            for ii in range(n_psi):
+                tpsi_i[ii] = dpsi_i[ii] * dm[i]
+            for k in range(n_moments):
+                dmom[k] = 0.0
         # forward pass over neighbours
         for p in range(p0, p1):
             lp = p - p0
@@ -154,6 +176,8 @@ def site_block(
                     qd = dtb[b] * (2.0 / span) * wq + tb[b] * dwq
                     if mu == 0:
                         qval[lp, b] = qv
+                        if tangent:
+                            qder[lp, b] = qd
                     for jj in range(n_psi):
                         c = cc[zj, mu, b, jj]
                         f += c * qv * psij[lp, jj]
@@ -176,8 +200,38 @@ def site_block(
                 pz[k] = pz[k - 1] * uz
             for q in range(n_basic):
                 mom[q] += fval[lp, basic[q, 0]] * px[basic[q, 1]] * py[basic[q, 2]] * pz[basic[q, 3]]
+            if tangent:
+                dr = ux * dvec[p, 0] + uy * dvec[p, 1] + uz * dvec[p, 2]
+                du[lp, 0] = (dvec[p, 0] - ux * dr) * inv_r
+                du[lp, 1] = (dvec[p, 1] - uy * dr) * inv_r
+                du[lp, 2] = (dvec[p, 2] - uz * dr) * inv_r
+                for b in range(n_phi):
+                    qder[lp, b] *= dr
+                for jj in range(n_psi):
+                    dpsij[lp, jj] = dpsi_j[jj] * dm[j]
+                for mu in range(n_mu):
+                    df[lp, mu] = fdr[lp, mu] * dr + fdmj[lp, mu] * dm[j] + fdmi[lp, mu] * dm[i]
+                for q in range(n_basic):
+                    mu = basic[q, 0]
+                    a = basic[q, 1]
+                    bb = basic[q, 2]
+                    c = basic[q, 3]
+                    mono = px[a] * py[bb] * pz[c]
+                    gdu = 0.0
+                    if a > 0:
+                        gdu += a * px[a - 1] * py[bb] * pz[c] * du[lp, 0]
+                    if bb > 0:
+                        gdu += bb * px[a] * py[bb - 1] * pz[c] * du[lp, 1]
+                    if c > 0:
+                        gdu += c * px[a] * py[bb] * pz[c - 1] * du[lp, 2]
+                    dmom[q] += df[lp, mu] * mono + fval[lp, mu] * gdu
         for t in range(n_times):
             mom[times[t, 3]] += times[t, 2] * mom[times[t, 0]] * mom[times[t, 1]]
+        if tangent:
+            for t in range(n_times):
+                ti = times[t, 0]
+                tj = times[t, 1]
+                dmom[times[t, 3]] += times[t, 2] * (dmom[ti] * mom[tj] + mom[ti] * dmom[tj])
         e = sc[zi]
         for k in range(n_moments):
             adj[k] = 0.0
@@ -191,12 +245,23 @@ def site_block(
             if g != 0.0:
                 adj[times[t, 0]] += g * mom[times[t, 1]]
                 adj[times[t, 1]] += g * mom[times[t, 0]]
+        if tangent:
+            for k in range(n_moments):
+                dadj[k] = 0.0
+            for t in range(n_times - 1, -1, -1):
+                ti = times[t, 0]
+                tj = times[t, 1]
+                g = times[t, 2] * adj[times[t, 3]]
+                dg = times[t, 2] * dadj[times[t, 3]]
+                dadj[ti] += dg * mom[tj] + g * dmom[tj]
+                dadj[tj] += dg * mom[ti] + g * dmom[ti]
         if need_grad:
             for zj in range(n_species):
                 for mu in range(n_mu):
                     for b in range(n_phi):
                         for jj in range(n_psi):
                             acc[zj, mu, b, jj] = 0.0
+                            dacc[zj, mu, b, jj] = 0.0
         dmi = 0.0
         for p in range(p0, p1):
             lp = p - p0
@@ -256,6 +321,30 @@ def site_block(
                         dq = d * qval[lp, b]
                         for jj in range(n_psi):
                             acc[zj, mu, b, jj] += dq * psij[lp, jj]
+            if tangent:
+                for mu in range(n_mu):
+                    ddvdf[mu] = 0.0
+                for q in range(n_basic):
+                    mu = basic[q, 0]
+                    a = basic[q, 1]
+                    bb = basic[q, 2]
+                    c = basic[q, 3]
+                    gdu = 0.0
+                    if a > 0:
+                        gdu += a * px[a - 1] * py[bb] * pz[c] * du[lp, 0]
+                    if bb > 0:
+                        gdu += bb * px[a] * py[bb - 1] * pz[c] * du[lp, 1]
+                    if c > 0:
+                        gdu += c * px[a] * py[bb] * pz[c - 1] * du[lp, 2]
+                    ddvdf[mu] += dadj[q] * px[a] * py[bb] * pz[c] + adj[q] * gdu
+                for mu in range(n_mu):
+                    for b in range(n_phi):
+                        for jj in range(n_psi):
+                            dacc[zj, mu, b, jj] += (
+                                ddvdf[mu] * qval[lp, b] * psij[lp, jj]
+                                + dvdf[mu] * qder[lp, b] * psij[lp, jj]
+                                + dvdf[mu] * qval[lp, b] * dpsij[lp, jj]
+                            )
         own_dm[i] = dmi
         if need_grad:
             # radial coefficients [zi, zj, mu, b, ii, jj] (C order)
@@ -266,9 +355,41 @@ def site_block(
                             base = ((((zi * n_species + zj) * n_mu + mu) * n_phi + b) * n_psi + ii) * n_psi
                             for jj in range(n_psi):
                                 grad[base + jj] += acc[zj, mu, b, jj] * psi_i[ii]
+                                if tangent:
+                                    grad_t[base + jj] += (
+                                        dacc[zj, mu, b, jj] * psi_i[ii] + acc[zj, mu, b, jj] * tpsi_i[ii]
+                                    )
             grad[n_radial + zi] += 1.0
             for a in range(n_alpha):
                 grad[n_radial + n_species + a] += mom[mapping[a]]
+                if tangent:
+                    grad_t[n_radial + n_species + a] += dmom[mapping[a]]
+
+
+@nb.njit(**_JIT)
+def scatter(a0, a1, offsets, nbr, vec, pair_dvec, pair_dm, own_dm):
+    """Forces (n, 3), virial (6,) and dE/dm (n,) of atoms a0 <= i < a1 from the pair arrays.
+
+    The virial is -sum_p dV/dvec_p (x) vec_p, symmetrised, Voigt xx yy zz yz xz xy (eV).
+    """
+    n = a1 - a0
+    forces = np.zeros((n, 3))
+    dedm = own_dm[a0:a1].copy()
+    virial = np.zeros(6)
+    for i in range(a0, a1):
+        for p in range(offsets[i], offsets[i + 1]):
+            j = nbr[p] - a0
+            for k in range(3):
+                forces[i - a0, k] += pair_dvec[p, k]
+                forces[j, k] -= pair_dvec[p, k]
+            dedm[j] += pair_dm[p]
+            virial[0] -= pair_dvec[p, 0] * vec[p, 0]
+            virial[1] -= pair_dvec[p, 1] * vec[p, 1]
+            virial[2] -= pair_dvec[p, 2] * vec[p, 2]
+            virial[3] -= 0.5 * (pair_dvec[p, 1] * vec[p, 2] + pair_dvec[p, 2] * vec[p, 1])
+            virial[4] -= 0.5 * (pair_dvec[p, 0] * vec[p, 2] + pair_dvec[p, 2] * vec[p, 0])
+            virial[5] -= 0.5 * (pair_dvec[p, 0] * vec[p, 1] + pair_dvec[p, 1] * vec[p, 0])
+    return forces, virial, dedm
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -292,6 +413,8 @@ def evaluate_atoms(
     pair_dm = np.zeros(n_pairs)
     own_dm = np.zeros(n)
     grads = np.zeros((n_chunks, n_params if need_grad else 0))
+    no_dvec = np.zeros((0, 3))
+    no_dm = np.zeros(0)
     chunk = (n + n_chunks - 1) // n_chunks
     for c in nb.prange(n_chunks):
         start = c * chunk
@@ -302,23 +425,9 @@ def evaluate_atoms(
                 rc, sc, xi, basic, times, mapping, n_moments,
                 r_min, r_cut, scaling, mag_min, mag_max,
                 need_grad, site_e, pair_dvec, pair_dm, own_dm, grads[c],
+                False, no_dvec, no_dm, no_dm,
             )  # fmt: skip
-    forces = np.zeros((n, 3))
-    dedm = own_dm.copy()
-    virial = np.zeros(6)
-    for i in range(n):
-        for p in range(offsets[i], offsets[i + 1]):
-            j = nbr[p]
-            for k in range(3):
-                forces[i, k] += pair_dvec[p, k]
-                forces[j, k] -= pair_dvec[p, k]
-            dedm[j] += pair_dm[p]
-            virial[0] -= pair_dvec[p, 0] * vec[p, 0]
-            virial[1] -= pair_dvec[p, 1] * vec[p, 1]
-            virial[2] -= pair_dvec[p, 2] * vec[p, 2]
-            virial[3] -= 0.5 * (pair_dvec[p, 1] * vec[p, 2] + pair_dvec[p, 2] * vec[p, 1])
-            virial[4] -= 0.5 * (pair_dvec[p, 0] * vec[p, 2] + pair_dvec[p, 2] * vec[p, 0])
-            virial[5] -= 0.5 * (pair_dvec[p, 0] * vec[p, 1] + pair_dvec[p, 1] * vec[p, 0])
+    forces, virial, dedm = scatter(0, n, offsets, nbr, vec, pair_dvec, pair_dm, own_dm)
     grad = np.zeros(n_params if need_grad else 0)
     for c in range(n_chunks):
         grad += grads[c]
