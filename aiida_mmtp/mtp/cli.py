@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cfg_io import format_cfg, iter_cfg
+from .cfg_io import format_cfg, iter_cfg, read_cfg, write_cfg
 from .evaluate import evaluate
 from .mtp_io import read_mtp, write_mtp
 from .potential import Potential
@@ -89,6 +89,142 @@ def _cmd_calc_efs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .fit import fit, print_progress
+    from .loss import Weights
+
+    pot = read_mtp(args.potential, args.species)
+    configs = read_cfg(args.train)
+    weights = Weights(*args.weights)
+    result = fit(
+        pot, configs, weights=weights, max_iter=args.max_iter, tol=args.tol,
+        reinit_linear=True if args.reinit_linear else None, progress=print_progress if args.progress else None,
+    )  # fmt: skip
+    write_mtp(pot, args.output)
+    report = {
+        'configurations': len(configs),
+        'iterations': result.iterations,
+        'converged': result.converged,
+        'message': result.message,
+        'loss_initial': result.history[0],
+        'loss_final': result.history[-1],
+        'seconds': round(result.seconds, 3),
+        'weights': weights.__dict__,
+        'errors': result.errors,
+        'loss_history': result.history,
+    }
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + '\n')
+    print(f'train: {len(configs)} configurations, {result.iterations} iterations, loss '
+          f'{result.history[0]:.4e} -> {result.history[-1]:.4e} ({result.message}); wrote {args.output}')  # fmt: skip
+    print(_format_errors(result.errors))
+    return 0
+
+
+def _format_errors(err: dict) -> str:
+    rows = [('energy', 'energy_per_atom_meV', 'meV/atom'), ('forces', 'forces_meV_per_A', 'meV/A'),
+            ('stress', 'stress_GPa', 'GPa'), ('magnetic forces', 'mag_forces_meV_per_muB', 'meV/mu_B')]  # fmt: skip
+    lines = [f'{"":16s} {"RMSE":>12s} {"MAE":>12s}']
+    for name, key, unit in rows:
+        if key in err:
+            lines.append(f'{name:16s} {err[key]["rmse"]:12.4g} {err[key]["mae"]:12.4g}  {unit}')
+    return '\n'.join(lines)
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from .selection import ActiveSet, b_rows
+
+    pot = read_mtp(args.potential, args.species)
+    if args.train:
+        als = ActiveSet.build(pot, read_cfg(args.train), fill=args.fill)
+        n_train = int(np.count_nonzero(als.source >= 0))
+        print(f'select: active set of {pot.n_params} rows, {n_train} from the training set')
+    else:
+        als = ActiveSet.load(args.als or _default_als(args.potential))
+        als.check(pot)
+    if args.candidates:
+        candidates = read_cfg(args.candidates)
+        rows = b_rows(pot, candidates, f'{args.candidates} configuration')
+        als, chosen = als.select(rows, max_new=args.max)
+        write_cfg([candidates[k] for k in chosen], args.selected)
+        print(f'select: {len(chosen)} of {len(candidates)} candidates selected, written to {args.selected}')
+    als.save(args.output or _default_als(args.potential))
+    return 0
+
+
+def _default_als(potential: str) -> str:
+    return str(Path(potential).with_suffix('.als'))
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from .selection import ActiveSet, b_rows
+
+    pot = read_mtp(args.potential, args.species)
+    als = ActiveSet.load(args.als or _default_als(args.potential))
+    als.check(pot)
+    configs = read_cfg(args.input)
+    grades = als.grades(b_rows(pot, configs, f'{args.input} configuration'))
+    for cfg, gamma in zip(configs, grades):
+        cfg.features['MV_grade'] = repr(float(gamma))
+    write_cfg(configs, args.output)
+    print(f'grade: {len(configs)} configurations, max grade {grades.max():.4g}, written to {args.output}')
+    return 0
+
+
+def _simulate(args: argparse.Namespace, kind: str) -> int:
+    from .ase_io import write_extxyz
+    from .selection import ActiveSet
+    from .simulate import Grader, equilibrate_moments, print_md_progress, relax, run_md
+
+    pot = read_mtp(args.potential, args.species)
+    als = None
+    if not args.no_grading:
+        als = ActiveSet.load(args.als or _default_als(args.potential))
+    gamma_low = args.gamma_low if args.gamma_low is not None else (4.0 if kind == 'md' else 2.0)
+    grader = Grader(pot, als, gamma_low=gamma_low, gamma_up=args.gamma_up)
+    reports, finals, frames = [], [], []
+    for k, cfg in enumerate(read_cfg(args.input)):
+        traj = []
+        if kind == 'equilibrate':
+            out, rep = equilibrate_moments(pot, cfg, grader, tol=args.tol, max_iter=args.steps, trajectory=traj)
+        elif kind == 'relax':
+            out, rep = relax(pot, cfg, grader, fmax=args.fmax, relax_cell=not args.fixed_cell, steps=args.steps,
+                             trajectory=traj)  # fmt: skip
+        else:
+            out, rep = run_md(pot, cfg, grader, temperature=args.temperature, timestep=args.timestep, steps=args.steps,
+                              friction=args.friction, seed=args.seed + k, ensemble=args.ensemble, trajectory=traj,
+                              progress=print_md_progress if args.progress else None,
+                              progress_every=args.progress)  # fmt: skip
+        finals.append(out)
+        frames += traj
+        reports.append({'configuration': k + 1, **rep.as_dict()})
+        print(f'{kind}: configuration {k + 1}: {rep.stop_reason} after {rep.steps} steps, '
+              f'max grade {rep.max_grade:.3g}, {rep.n_preselected} preselected so far', flush=True)  # fmt: skip
+        if rep.stop_reason == 'extrapolation' and args.stop_all:
+            break
+    if args.output:
+        write_cfg(finals, args.output)
+    if args.preselected:
+        write_cfg(grader.preselected, args.preselected)
+    if args.trajectory and frames:
+        write_extxyz(frames, args.trajectory, pot.species)
+    summary = {'kind': kind, 'gamma_low': gamma_low, 'gamma_up': args.gamma_up, 'preselected': len(grader.preselected),
+               'max_grade': grader.max_grade, 'runs': reports}  # fmt: skip
+    if args.report:
+        Path(args.report).write_text(json.dumps(summary, indent=2) + '\n')
+    return 0
+
+
+def _cmd_label_ref(args: argparse.Namespace) -> int:
+    from .reference import MagneticPairPotential
+
+    ref = MagneticPairPotential()
+    configs = [ref.label(c) for c in read_cfg(args.input)]
+    write_cfg(configs, args.output)
+    print(f'label-ref: {len(configs)} configurations labelled by the analytic reference, written to {args.output}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='mmtp', description='Magnetic moment tensor potential engine.')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -120,6 +256,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--dedtheta', metavar='FILE', help='also write dE/dtheta, one line per configuration')
     p.add_argument('--progress', type=int, default=0, metavar='N', help='report every N configurations')
     p.set_defaults(func=_cmd_calc_efs)
+
+    p = sub.add_parser('train', help='fit a potential to labelled configurations')
+    p.add_argument('potential', help='initial potential (untrained: least-squares start; trained: warm start)')
+    p.add_argument('train', help='training set .cfg')
+    p.add_argument('output', help='trained potential .mtp')
+    p.add_argument('--species', nargs='+')
+    p.add_argument('--weights', nargs=4, type=float, default=[1.0, 0.01, 0.001, 0.1], metavar=('WE', 'WF', 'WS', 'WT'),
+                   help='energy, forces, stress, magnetic-force weights (paper: 1 0.01 0.001 0.1)')  # fmt: skip
+    p.add_argument('--max-iter', type=int, default=1000)
+    p.add_argument('--tol', type=float, default=1e-9, help='relative loss decrease at which to stop')
+    p.add_argument('--reinit-linear', action='store_true', help='least-squares start even for a trained potential')
+    p.add_argument('--report', help='write errors and loss history as JSON')
+    p.add_argument('--progress', action='store_true', help='print the loss every iteration (stderr)')
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser('select', help='build the active set; select candidates to label by maxvol')
+    p.add_argument('potential')
+    p.add_argument('--train', help='build the active set from this training set')
+    p.add_argument('--als', help='existing active set (default: POT.als)')
+    p.add_argument('--candidates', help='preselected configurations (.cfg)')
+    p.add_argument('--selected', default='selected.cfg', help='where to write the selected candidates')
+    p.add_argument('--max', type=int, help='select at most this many')
+    p.add_argument('--fill', type=float, default=1.0, help='diagonal of the unit rows that fill a small set')
+    p.add_argument('--output', help='where to write the (updated) active set (default: POT.als)')
+    p.add_argument('--species', nargs='+')
+    p.set_defaults(func=_cmd_select)
+
+    p = sub.add_parser('grade', help='extrapolation grade of each configuration (Feature MV_grade)')
+    p.add_argument('potential')
+    p.add_argument('input')
+    p.add_argument('output')
+    p.add_argument('--als', help='active set (default: POT.als)')
+    p.add_argument('--species', nargs='+')
+    p.set_defaults(func=_cmd_grade)
+
+    for kind, text in (('equilibrate', 'minimise the energy over the moments at fixed atoms'),
+                       ('relax', 'relax positions and cell at fixed moments'),
+                       ('md', 'molecular dynamics with moments re-equilibrated every step')):  # fmt: skip
+        p = sub.add_parser(kind, help=f'{text}, grading every configuration')
+        p.add_argument('potential')
+        p.add_argument('input', help='starting configurations (.cfg with moments)')
+        p.add_argument('--output', help='final configurations (.cfg)')
+        p.add_argument('--preselected', default='preselected.cfg', help='configurations with gamma >= gamma_low')
+        p.add_argument('--trajectory', help='extxyz trajectory with moments, energy and grade per frame')
+        p.add_argument('--report', help='JSON summary: why each run stopped, grades')
+        p.add_argument('--als', help='active set (default: POT.als)')
+        p.add_argument('--no-grading', action='store_true', help='run without an active set')
+        p.add_argument('--gamma-low', type=float, help='default 2 (4 for md)')
+        p.add_argument('--gamma-up', type=float, default=10.0)
+        p.add_argument('--stop-all', action='store_true', help='stop all runs at the first extrapolation')
+        p.add_argument('--species', nargs='+')
+        if kind == 'equilibrate':
+            p.add_argument('--tol', type=float, default=1e-4, help='magnetic force tolerance, eV/mu_B')
+            p.add_argument('--steps', type=int, default=200)
+        elif kind == 'relax':
+            p.add_argument('--fmax', type=float, default=0.01, help='eV/A')
+            p.add_argument('--fixed-cell', action='store_true')
+            p.add_argument('--steps', type=int, default=500)
+        else:
+            p.add_argument('--temperature', type=float, default=300.0, help='K')
+            p.add_argument('--timestep', type=float, default=1.0, help='fs')
+            p.add_argument('--steps', type=int, default=1000)
+            p.add_argument('--friction', type=float, default=0.01, help='Langevin friction, 1/fs')
+            p.add_argument('--ensemble', choices=['nvt', 'nve'], default='nvt')
+            p.add_argument('--seed', type=int, default=0)
+            p.add_argument('--progress', type=int, default=0, metavar='N', help='report every N steps')
+        p.set_defaults(func=lambda a, kind=kind: _simulate(a, kind))
+
+    p = sub.add_parser('label-ref', help='label configurations with the analytic magnetic pair potential (tests)')
+    p.add_argument('input')
+    p.add_argument('output')
+    p.set_defaults(func=_cmd_label_ref)
     return parser
 
 

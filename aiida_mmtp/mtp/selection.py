@@ -1,0 +1,181 @@
+"""D-optimality active learning: the B matrix, maxvol, the active set and extrapolation grades.
+
+Row of B for configuration x: b(x) = dE/dtheta (x) / N_atoms at the current
+parameters (dividing by N, as MLIP does, makes the grade of a replicated cell
+equal to that of the cell). The active set A is the m x m submatrix of B with
+(locally) maximal |det A|, found by maxvol (Goreinov et al.): with
+c = b A^-1, replacing row j by b multiplies |det A| by |c_j|, so swaps are
+made while max |c| > 1 + tol. The extrapolation grade is gamma(x) = max_j |c_j|.
+When the training set has fewer rows than parameters, the missing rows are
+unit rows (``fill`` on the diagonal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from .configuration import Configuration
+from .evaluate import evaluate
+from .potential import Potential
+
+__all__ = ['ActiveSet', 'b_rows', 'maxvol', 'params_hash']
+
+
+def params_hash(pot: Potential) -> str:
+    """A short fingerprint of the parameters (an active set belongs to one parameter vector)."""
+    return hashlib.sha1(np.ascontiguousarray(pot.get_params()).tobytes()).hexdigest()[:16]
+
+
+def b_rows(pot: Potential, configs: Sequence[Configuration], label: str = 'configuration') -> np.ndarray:
+    """B matrix rows dE/dtheta / N, shape (len(configs), n_params)."""
+    rows = np.empty((len(configs), pot.n_params))
+    for k, cfg in enumerate(configs):
+        rows[k] = evaluate(pot, cfg, gradient=True, label=f'{label} {k + 1}').grad / cfg.natoms
+    return rows
+
+
+def maxvol(
+    rows: np.ndarray,
+    a: np.ndarray,
+    a_inv: np.ndarray,
+    source: np.ndarray,
+    *,
+    tol: float = 1e-3,
+    max_swaps: int | None = None,
+    max_new: int | None = None,
+) -> int:
+    """Swap rows of ``rows`` (K, m) into the active set (A, A^-1, source) while that grows |det A|.
+
+    ``source[j]`` is the index in ``rows`` of active row j, or -1 for a row not
+    from ``rows``. Arrays are updated in place (rank-one updates of A^-1 and of
+    C = rows A^-1). ``max_new`` caps how many distinct rows of ``rows`` may sit
+    in A at the end. Returns the number of swaps.
+    """
+    k_rows, m = rows.shape
+    if k_rows == 0:
+        return 0
+    c = rows @ a_inv
+    swaps = 0
+    limit = max_swaps if max_swaps is not None else 10 * m + k_rows
+    while swaps < limit:
+        if max_new is not None and np.count_nonzero(source >= 0) >= max_new:
+            # at the cap: a row of ``rows`` may only replace another one of them
+            cols = np.flatnonzero(source >= 0)
+            if cols.size == 0:
+                break
+            i, jj = divmod(int(np.argmax(np.abs(c[:, cols]))), cols.size)
+            j = int(cols[jj])
+        else:
+            i, j = divmod(int(np.argmax(np.abs(c))), m)
+        cij = c[i, j]
+        if abs(cij) <= 1.0 + tol:
+            break
+        # A^-1 <- A^-1 - A^-1[:, j] (c_i - e_j) / c_ij ;  C <- C - C[:, j] (c_i - e_j) / c_ij
+        ci = c[i].copy()
+        ci[j] -= 1.0
+        ci /= cij
+        a_inv -= np.outer(a_inv[:, j], ci)
+        c -= np.outer(c[:, j], ci)
+        a[j] = rows[i]
+        source[j] = i
+        swaps += 1
+    return swaps
+
+
+def _lu_pivot_rows(rows: np.ndarray) -> np.ndarray:
+    """The m rows that LU with partial pivoting picks first: a good start for maxvol."""
+    _, piv, _ = scipy.linalg.lapack.dgetrf(rows.copy())
+    perm = np.arange(rows.shape[0])
+    for k, p in enumerate(piv):
+        perm[k], perm[p] = perm[p], perm[k]
+    return perm[: rows.shape[1]]
+
+
+@dataclass
+class ActiveSet:
+    """The m x m active set of a potential.
+
+    a: (m, m) rows; a_inv: its inverse; source: (m,) index of the training
+    configuration of each row (-1: a unit fill row); potential: fingerprint
+    of the parameters it was built for.
+    """
+
+    a: np.ndarray
+    a_inv: np.ndarray
+    source: np.ndarray
+    potential: str
+
+    @classmethod
+    def build(
+        cls, pot: Potential, training: Sequence[Configuration], *, fill: float = 1.0, tol: float = 1e-3
+    ) -> ActiveSet:
+        """Active set from a training set (unit rows ``fill`` * I where K < m)."""
+        m = pot.n_params
+        rows = b_rows(pot, training, 'training configuration')
+        if len(rows) >= m:
+            start = _lu_pivot_rows(rows)
+            a = rows[start].copy()
+            source = start.astype(np.int64)
+            try:
+                a_inv = np.linalg.inv(a)
+            except np.linalg.LinAlgError:
+                a, a_inv, source = fill * np.eye(m), np.eye(m) / fill, np.full(m, -1, dtype=np.int64)
+        else:
+            a, a_inv, source = fill * np.eye(m), np.eye(m) / fill, np.full(m, -1, dtype=np.int64)
+        maxvol(rows, a, a_inv, source, tol=tol)
+        return cls(a=a, a_inv=a_inv, source=source, potential=params_hash(pot))
+
+    def check(self, pot: Potential) -> None:
+        if self.a.shape != (pot.n_params, pot.n_params):
+            raise ValueError(
+                f'the active set is {self.a.shape[0]} x {self.a.shape[1]}, the potential has {pot.n_params} parameters'
+            )
+        if self.potential != params_hash(pot):
+            raise ValueError(
+                'the active set was built for other parameters of this potential: rebuild it after fitting'
+            )
+
+    def grades(self, rows: np.ndarray) -> np.ndarray:
+        """gamma for each row of ``rows`` (K, m): max_j |rows A^-1|_j."""
+        return np.abs(np.atleast_2d(rows) @ self.a_inv).max(axis=1)
+
+    def grade(self, pot: Potential, cfg: Configuration) -> float:
+        return float(self.grades(b_rows(pot, [cfg]))[0])
+
+    def select(
+        self, rows: np.ndarray, *, max_new: int | None = None, tol: float = 1e-3
+    ) -> tuple[ActiveSet, np.ndarray]:
+        """Update with candidate rows; return (new active set, sorted indices of candidates that entered A).
+
+        The source of the new set's rows: training rows keep their index, entered
+        candidates are marked -2 - candidate index.
+        """
+        a, a_inv = self.a.copy(), self.a_inv.copy()
+        source = np.full(len(self.source), -1, dtype=np.int64)
+        maxvol(rows, a, a_inv, source, tol=tol, max_new=max_new)
+        chosen = np.unique(source[source >= 0])
+        merged = np.where(source >= 0, -2 - source, self.source)
+        return ActiveSet(a=a, a_inv=a_inv, source=merged, potential=self.potential), chosen
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to ``path`` (NumPy .npz content, whatever the file name)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, a=self.a, a_inv=self.a_inv, source=self.source, potential=np.array(self.potential))
+        with open(path, 'wb') as handle:
+            handle.write(buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ActiveSet:
+        try:
+            with np.load(path) as data:
+                return cls(a=data['a'], a_inv=data['a_inv'], source=data['source'], potential=str(data['potential']))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f'{path}: not an active-set file ({exc})') from None

@@ -1,0 +1,341 @@
+"""Simulations with the potential, every configuration graded on the fly.
+
+- :func:`equilibrate_moments`: minimise E over the moments at fixed atoms and
+  cell (L-BFGS-B, |m| <= M_max of the species, signs of clearly magnetic
+  atoms kept).
+- :func:`relax`: positions and cell at fixed moments (ASE BFGS, FrechetCellFilter).
+- :func:`run_md`: NVT Langevin (or NVE velocity Verlet) with the moments
+  re-equilibrated at every step (signs fixed, magnitudes free).
+
+A :class:`Grader` grades each configuration met: gamma_low <= gamma <=
+gamma_up keeps it as preselected; gamma > gamma_up keeps it too and stops
+the run (:class:`Extrapolation`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import units
+from ase.calculators.calculator import Calculator, all_changes
+from scipy.optimize import minimize
+
+from .ase_io import atoms_to_configuration, configuration_to_atoms
+from .configuration import Configuration
+from .evaluate import Result, evaluate
+from .potential import Potential
+from .selection import ActiveSet
+
+__all__ = ['Extrapolation', 'Grader', 'RunReport', 'equilibrate_moments', 'relax', 'run_md', 'moment_bounds']
+
+
+class Extrapolation(Exception):
+    """Raised when a configuration's grade exceeds gamma_up."""
+
+    def __init__(self, gamma: float) -> None:
+        super().__init__(f'extrapolation grade {gamma:.3g} above gamma_up')
+        self.gamma = gamma
+
+
+@dataclass
+class Grader:
+    """Grades configurations with an active set and collects the preselected ones.
+
+    With ``active_set=None`` nothing is graded (gamma reported as 0).
+    """
+
+    pot: Potential
+    active_set: ActiveSet | None
+    gamma_low: float = 2.0
+    gamma_up: float = 10.0
+    preselected: list[Configuration] = field(default_factory=list)
+    max_grade: float = 0.0
+    n_graded: int = 0
+
+    def __post_init__(self) -> None:
+        if self.gamma_low > self.gamma_up:
+            raise ValueError(f'gamma_low ({self.gamma_low}) must not exceed gamma_up ({self.gamma_up})')
+        if self.active_set is not None:
+            self.active_set.check(self.pot)
+
+    @property
+    def needs_gradient(self) -> bool:
+        return self.active_set is not None
+
+    def grade(self, cfg: Configuration, res: Result) -> float:
+        """gamma of ``cfg`` from an evaluation with ``gradient=True``; may raise :class:`Extrapolation`."""
+        if self.active_set is None:
+            return 0.0
+        gamma = float(self.active_set.grades(res.grad / cfg.natoms)[0])
+        self.n_graded += 1
+        self.max_grade = max(self.max_grade, gamma)
+        if gamma >= self.gamma_low:
+            kept = cfg.clear_labels()
+            kept.features['MV_grade'] = repr(gamma)
+            self.preselected.append(kept)
+        if gamma > self.gamma_up:
+            raise Extrapolation(gamma)
+        return gamma
+
+
+@dataclass
+class RunReport:
+    """Why a simulation stopped and what it met."""
+
+    stop_reason: str  # 'finished', 'extrapolation', 'not converged' or 'failed: <why>'
+    steps: int
+    max_grade: float
+    n_preselected: int
+    energy: float | None = None
+    seconds: float = 0.0
+    frames: list[Configuration] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != 'frames'}
+
+
+def _finish(pot: Potential, cfg: Configuration) -> tuple[Configuration, float | None]:
+    """``cfg`` labelled by the potential, or unlabelled when it cannot be evaluated (e.g. collapsed atoms)."""
+    try:
+        res = evaluate(pot, cfg)
+    except ValueError:
+        return cfg.clear_labels(), None
+    return res.to_configuration(cfg), res.energy
+
+
+def moment_bounds(pot: Potential, cfg: Configuration, sign_threshold: float = 0.5) -> list[tuple[float, float]]:
+    """Bounds per atom (mu_B): |m| <= M_max of the species; an atom with |m| >= ``sign_threshold`` keeps its sign."""
+    bounds = []
+    for t, m in zip(cfg.types, cfg.moments):
+        hi = float(max(abs(pot.mag_min[t]), abs(pot.mag_max[t])))
+        if m >= sign_threshold:
+            bounds.append((0.0, hi))
+        elif m <= -sign_threshold:
+            bounds.append((-hi, 0.0))
+        else:
+            bounds.append((-hi, hi))
+    return bounds
+
+
+def equilibrate_moments(
+    pot: Potential,
+    cfg: Configuration,
+    grader: Grader | None = None,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 200,
+    sign_threshold: float = 0.5,
+    trajectory: list[Configuration] | None = None,
+) -> tuple[Configuration, RunReport]:
+    """Minimise E over the moments of ``cfg`` at fixed atoms and cell.
+
+    ``tol``: largest magnetic force (eV/mu_B) on an unbounded moment at the end.
+    Returns the equilibrated configuration (labelled by the potential) and a report.
+    """
+    if not pot.is_magnetic:
+        raise ValueError('moment equilibration needs a magnetic potential')
+    if cfg.moments is None:
+        raise ValueError('the configuration has no moments to equilibrate')
+    t0 = time.perf_counter()
+    work = cfg.clear_labels()
+    grader = grader or Grader(pot, None)
+    steps = 0
+
+    def fun(m):
+        nonlocal steps
+        work.moments = np.array(m)
+        res = evaluate(pot, work, gradient=grader.needs_gradient)
+        steps += 1
+        gamma = grader.grade(work, res)
+        if trajectory is not None:
+            frame = res.to_configuration(work)
+            frame.features['gamma'] = repr(gamma)
+            trajectory.append(frame)
+        return res.energy, -res.mag_forces
+
+    reason = 'finished'
+    try:
+        opt = minimize(
+            fun, cfg.moments.copy(), jac=True, method='L-BFGS-B', bounds=moment_bounds(pot, cfg, sign_threshold),
+            options={'maxiter': max_iter, 'gtol': tol, 'ftol': 1e-14},
+        )  # fmt: skip
+        work.moments = opt.x
+        if not opt.success:
+            reason = 'not converged'
+    except Extrapolation:
+        reason = 'extrapolation'
+    except ValueError as exc:  # a configuration the potential cannot evaluate: stop, keep what was found
+        reason = f'failed: {exc}'
+    out, energy = _finish(pot, work)
+    report = RunReport(reason, steps, grader.max_grade, len(grader.preselected), energy, time.perf_counter() - t0)
+    return out, report
+
+
+class GradedCalculator(Calculator):
+    """MTP calculator that grades every configuration it evaluates; optionally equilibrates moments first.
+
+    With ``equilibrate=True`` (MD) the moments are minimised at every call,
+    starting from the last equilibrated ones (signs kept); ``self.moments``
+    holds them.
+    """
+
+    implemented_properties = ['energy', 'free_energy', 'forces', 'stress', 'magnetic_forces']
+
+    def __init__(self, pot: Potential, grader: Grader, equilibrate: bool = False, eq_tol: float = 1e-5) -> None:
+        super().__init__()
+        self.pot, self.grader, self.equilibrate, self.eq_tol = pot, grader, equilibrate, eq_tol
+        self.moments: np.ndarray | None = None
+        self.gamma = 0.0
+
+    def calculate(self, atoms=None, properties=('energy',), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        cfg = atoms_to_configuration(self.atoms, self.pot.species)
+        if self.equilibrate:
+            if self.moments is not None:
+                cfg.moments = self.moments.copy()
+            cfg, _ = equilibrate_moments(self.pot, cfg, tol=self.eq_tol)
+            self.moments = cfg.moments.copy()
+        res = evaluate(self.pot, cfg, gradient=self.grader.needs_gradient)
+        self.gamma = self.grader.grade(cfg, res)
+        self.results = {
+            'energy': res.energy,
+            'free_energy': res.energy,
+            'forces': res.forces,
+            'magnetic_forces': res.mag_forces,
+        }
+        if res.stress is not None:
+            self.results['stress'] = res.stress
+
+
+def _frame(atoms, calc: GradedCalculator, species) -> Configuration:
+    cfg = atoms_to_configuration(atoms, species)
+    if calc.moments is not None:
+        cfg.moments = calc.moments.copy()
+    cfg.energy = float(calc.results['energy'])
+    cfg.forces = np.array(calc.results['forces'])
+    cfg.mag_forces = np.array(calc.results['magnetic_forces'])
+    cfg.features['gamma'] = repr(calc.gamma)
+    return cfg
+
+
+def relax(
+    pot: Potential,
+    cfg: Configuration,
+    grader: Grader | None = None,
+    *,
+    fmax: float = 0.01,
+    relax_cell: bool = True,
+    steps: int = 500,
+    trajectory: list[Configuration] | None = None,
+) -> tuple[Configuration, RunReport]:
+    """Relax positions (and the cell) at fixed moments until forces < ``fmax`` eV/A.
+
+    The cell is converged when |stress| * volume / N_atoms < ``fmax`` (ASE's
+    FrechetCellFilter convention).
+    """
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    t0 = time.perf_counter()
+    grader = grader or Grader(pot, None)
+    atoms = configuration_to_atoms(cfg.clear_labels(), pot.species)
+    calc = GradedCalculator(pot, grader)
+    atoms.calc = calc
+    target = FrechetCellFilter(atoms) if relax_cell and cfg.cell is not None else atoms
+    opt = BFGS(target, logfile=None)
+    if trajectory is not None:
+        opt.attach(lambda: trajectory.append(_frame(atoms, calc, pot.species)))
+    reason = 'finished'
+    try:
+        converged = opt.run(fmax=fmax, steps=steps)
+        if not converged:
+            reason = 'not converged'
+    except Extrapolation:
+        reason = 'extrapolation'
+    except ValueError as exc:
+        reason = f'failed: {exc}'
+    out = atoms_to_configuration(atoms, pot.species)
+    out.moments = cfg.moments.copy() if cfg.moments is not None else None
+    out, energy = _finish(pot, out)
+    report = RunReport(reason, opt.nsteps, grader.max_grade, len(grader.preselected), energy, time.perf_counter() - t0)
+    return out, report
+
+
+def run_md(
+    pot: Potential,
+    cfg: Configuration,
+    grader: Grader | None = None,
+    *,
+    temperature: float = 300.0,
+    timestep: float = 1.0,
+    steps: int = 100,
+    friction: float = 0.01,
+    seed: int = 0,
+    ensemble: str = 'nvt',
+    equilibrate: bool = True,
+    trajectory: list[Configuration] | None = None,
+    progress: Callable[[int, float, float], None] | None = None,
+    progress_every: int = 0,
+) -> tuple[Configuration, RunReport]:
+    """Molecular dynamics: ``temperature`` K, ``timestep`` fs, ``friction`` 1/fs (Langevin), seeded.
+
+    ``ensemble='nve'`` runs velocity Verlet (no thermostat) after drawing
+    Maxwell-Boltzmann velocities. With ``equilibrate`` the moments relax at
+    every step; otherwise they stay as given.
+    """
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import Stationary
+    from ase.md.verlet import VelocityVerlet
+
+    t0 = time.perf_counter()
+    grader = grader or Grader(pot, None)
+    atoms = configuration_to_atoms(cfg.clear_labels(), pot.species)
+    calc = GradedCalculator(pot, grader, equilibrate=equilibrate and pot.is_magnetic)
+    if cfg.moments is not None:
+        calc.moments = cfg.moments.copy()
+    atoms.calc = calc
+    rng = np.random.default_rng(seed)
+    masses = atoms.get_masses()[:, None]  # Maxwell-Boltzmann momenta, seeded
+    atoms.set_momenta(rng.normal(size=(len(atoms), 3)) * np.sqrt(masses * units.kB * temperature))
+    Stationary(atoms)
+    if ensemble == 'nvt':
+        dyn = Langevin(
+            atoms, timestep * units.fs, temperature_K=temperature, friction=friction / units.fs, fixcm=False, rng=rng
+        )
+    elif ensemble == 'nve':
+        dyn = VelocityVerlet(atoms, timestep * units.fs)
+    else:
+        raise ValueError(f"ensemble must be 'nvt' or 'nve', got {ensemble!r}")
+
+    def observe():
+        if trajectory is not None:
+            frame = _frame(atoms, calc, pot.species)
+            frame.features['kinetic_energy'] = repr(float(atoms.get_kinetic_energy()))
+            trajectory.append(frame)
+        if progress is not None and progress_every and dyn.nsteps % progress_every == 0:
+            progress(dyn.nsteps, float(atoms.get_temperature()), calc.gamma)
+
+    dyn.attach(observe)
+    reason = 'finished'
+    try:
+        dyn.run(steps)
+    except Extrapolation:
+        reason = 'extrapolation'
+    except ValueError as exc:
+        reason = f'failed: {exc}'
+    out = atoms_to_configuration(atoms, pot.species)
+    if calc.moments is not None:
+        out.moments = calc.moments.copy()
+    elif cfg.moments is not None:
+        out.moments = cfg.moments.copy()
+    out, energy = _finish(pot, out)
+    report = RunReport(reason, dyn.nsteps, grader.max_grade, len(grader.preselected), energy, time.perf_counter() - t0)
+    return out, report
+
+
+def print_md_progress(step: int, temperature: float, gamma: float) -> None:
+    print(f'md: step {step:6d}  T {temperature:7.1f} K  gamma {gamma:.3g}', file=sys.stderr, flush=True)

@@ -1,0 +1,116 @@
+"""Moment equilibration, relaxation and MD with on-the-fly grading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import magnetic_crn
+
+from aiida_mmtp.mtp.evaluate import evaluate
+from aiida_mmtp.mtp.fit import fit
+from aiida_mmtp.mtp.potential import Potential
+from aiida_mmtp.mtp.reference import MagneticPairPotential
+from aiida_mmtp.mtp.selection import ActiveSet
+from aiida_mmtp.mtp.simulate import Grader, equilibrate_moments, relax, run_md
+from aiida_mmtp.mtp.structures import rattle, rocksalt
+
+AFM = np.array([2.4, 0.0, -2.4, 0.0, 2.4, 0.0, -2.4, 0.0])
+
+
+@pytest.fixture(scope='module')
+def trained():
+    """A level-10 potential fitted to 30 reference-labelled cells (a 3.95-4.35 A, AFM and random states)."""
+    ref = MagneticPairPotential()
+    rng = np.random.default_rng(0)
+    train = []
+    for k in range(30):
+        a = rng.uniform(3.95, 4.35)
+        cfg = rattle(rocksalt(a), rng.uniform(0.03, 0.15), rng)
+        cfg.moments = AFM * rng.uniform(0.8, 1.2, 8) if k % 2 == 0 else magnetic_crn(rocksalt(a), seed=k).moments
+        train.append(ref.label(cfg))
+    pot = Potential.from_level(10, ['Cr', 'N'], n_phi=6, n_psi=2, m_max=[3.2, 0.5], seed=2)
+    fit(pot, train, max_iter=300)
+    return pot, train
+
+
+def afm_cell(a=4.15, scale=1.0):
+    cfg = rocksalt(a)
+    cfg.moments = AFM * scale
+    return cfg
+
+
+def test_equilibration_minimises_over_moments_and_keeps_signs(trained):
+    pot, _ = trained
+    start = afm_cell(scale=0.8)
+    start.moments[1] = 0.05
+    out, report = equilibrate_moments(pot, start, tol=1e-6)
+    assert report.stop_reason == 'finished'
+    assert np.all(np.sign(out.moments[[0, 4]]) == 1) and np.all(np.sign(out.moments[[2, 6]]) == -1)
+    hi = np.where(out.types == 0, 3.2, 0.5)
+    assert np.all(np.abs(out.moments) <= hi + 1e-12)
+    free = np.abs(np.abs(out.moments) - hi) > 1e-6
+    assert np.abs(out.mag_forces[free]).max() < 1e-5
+    assert out.energy <= evaluate(pot, start).energy
+
+
+def test_relax_reaches_small_forces_and_stress(trained):
+    pot, _ = trained
+    start = afm_cell(a=4.25)
+    start.positions[0] += [0.05, -0.03, 0.02]
+    out, report = relax(pot, start, fmax=0.005)
+    assert report.stop_reason == 'finished'
+    res = evaluate(pot, out)
+    assert np.abs(res.forces).max() < 0.005
+    assert np.abs(res.stress * out.volume).max() / out.natoms < 0.005  # FrechetCellFilter's cell criterion
+    assert np.array_equal(out.moments, start.moments)  # moments fixed
+
+
+def test_nve_conserves_energy_with_moments_equilibrated(trained):
+    pot, _ = trained
+    frames = []
+    _, report = run_md(pot, afm_cell(), temperature=300, timestep=1.0, steps=60, ensemble='nve', trajectory=frames)
+    assert report.stop_reason == 'finished' and len(frames) == 61
+    total = np.array([f.energy + float(f.features['kinetic_energy']) for f in frames])
+    kinetic = np.array([float(f.features['kinetic_energy']) for f in frames])
+    assert np.ptp(total) < 0.02 * np.ptp(kinetic)
+    # signs of the Cr moments stay as set while magnitudes move
+    for f in frames:
+        assert np.all(np.sign(f.moments[[0, 2, 4, 6]]) == np.sign(AFM[[0, 2, 4, 6]]))
+
+
+def test_md_stops_on_extrapolation_and_keeps_the_configuration(trained):
+    pot, train = trained
+    als = ActiveSet.build(pot, train)
+    grader = Grader(pot, als, gamma_low=1.5, gamma_up=3.0)
+    _, report = run_md(pot, afm_cell(a=4.4), grader, temperature=2000, timestep=2.0, steps=200, seed=1)
+    assert report.stop_reason == 'extrapolation'
+    assert report.steps < 200
+    last = grader.preselected[-1]
+    assert float(last.features['MV_grade']) > 3.0
+    assert all(float(c.features['MV_grade']) >= 1.5 for c in grader.preselected)
+    assert last.energy is None and last.moments is not None
+
+
+def test_nvt_holds_temperature(trained):
+    pot, _ = trained
+    frames = []
+    run_md(pot, afm_cell(), temperature=500, timestep=2.0, steps=150, friction=0.05, seed=3, trajectory=frames)
+    kinetic = np.array([float(f.features['kinetic_energy']) for f in frames[50:]])
+    temperature = kinetic.mean() / (1.5 * 8 * 8.617333e-5)
+    assert 250 < temperature < 900
+
+
+def test_collapse_stops_the_run_and_keeps_what_was_found(trained):
+    pot, train = trained
+    start = afm_cell()
+    start.positions[1] = start.positions[0] + [0.9, 0.0, 0.0]  # evaluable now, far outside the training set
+    grader = Grader(pot, ActiveSet.build(pot, train), gamma_low=1.0, gamma_up=1e12)
+    _, report = run_md(pot, start, grader, temperature=3000, timestep=5.0, steps=300, seed=0)
+    assert report.stop_reason == 'finished' or report.stop_reason.startswith('failed: ')
+    assert len(grader.preselected) == report.n_preselected > 0
+
+
+def test_gamma_low_above_gamma_up_is_refused(trained):
+    pot, _ = trained
+    with pytest.raises(ValueError, match='gamma_low'):
+        Grader(pot, None, gamma_low=12, gamma_up=10)
