@@ -225,6 +225,22 @@ def _cmd_label_ref(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import ERROR_KEYS, run_demo
+
+    print(f'demo: active learning on the synthetic CrN-like problem in {args.workdir}', flush=True)
+    result = run_demo(args.workdir, log=lambda line: print(f'demo: {line}', flush=True))
+    units = {'energy_per_atom_meV': 'meV/atom', 'forces_meV_per_A': 'meV/A', 'stress_GPa': 'GPa',
+             'mag_forces_meV_per_muB': 'meV/mu_B'}  # fmt: skip
+    print(f'demo: selected per round {result.selected}; final training set {result.training_size} configurations')
+    print(f'{"test-set RMSE":24s} {"initial fit":>12s} {"after AL":>12s}')
+    for key in ERROR_KEYS:
+        print(f'{key:24s} {result.errors_initial[key]:12.4g} {result.errors_final[key]:12.4g}  {units[key]}')
+    print(f'demo: potential {Path(args.workdir) / "pot.mtp"}, training set {Path(args.workdir) / "train.cfg"}, '
+          f'summary {Path(args.workdir) / "summary.json"}')  # fmt: skip
+    return 0 if result.selected and result.selected[-1] == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='mmtp', description='Magnetic moment tensor potential engine.')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -323,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument('--seed', type=int, default=0)
             p.add_argument('--progress', type=int, default=0, metavar='N', help='report every N steps')
         p.set_defaults(func=lambda a, kind=kind: _simulate(a, kind))
+
+    p = sub.add_parser('demo', help='engine-level active-learning run on a synthetic CrN-like problem')
+    p.add_argument('workdir')
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser('label-ref', help='label configurations with the analytic magnetic pair potential (tests)')
     p.add_argument('input')

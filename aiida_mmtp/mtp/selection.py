@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 import scipy.linalg
 
@@ -39,6 +40,29 @@ def b_rows(pot: Potential, configs: Sequence[Configuration], label: str = 'confi
     for k, cfg in enumerate(configs):
         rows[k] = evaluate(pot, cfg, gradient=True, label=f'{label} {k + 1}').grad / cfg.natoms
     return rows
+
+
+@nb.njit(parallel=True, cache=True, error_model='numpy')
+def _update_and_argmax(c, col, ci, mask, n_chunks):
+    """C -= col (x) ci in place, and return the row and column of the largest |C| (one pass, in parallel).
+
+    ``mask[j]`` False excludes column j from the search (it is still updated).
+    """
+    k_rows, m = c.shape
+    chunk = (k_rows + n_chunks - 1) // n_chunks
+    best = np.full(n_chunks, -1.0)
+    where = np.zeros(n_chunks, dtype=np.int64)
+    for t in nb.prange(n_chunks):
+        for i in range(t * chunk, min(k_rows, (t + 1) * chunk)):
+            f = col[i]
+            for j in range(m):
+                v = c[i, j] - f * ci[j]
+                c[i, j] = v
+                if mask[j] and abs(v) > best[t]:
+                    best[t] = abs(v)
+                    where[t] = i * m + j
+    t = int(np.argmax(best))
+    return where[t] // m, where[t] % m
 
 
 def maxvol(
@@ -64,16 +88,18 @@ def maxvol(
     c = rows @ a_inv
     swaps = 0
     limit = max_swaps if max_swaps is not None else 10 * m + k_rows
+    everywhere = np.ones(m, dtype=np.bool_)
+    threads = nb.get_num_threads()
+    zero_col, zero_ci = np.zeros(k_rows), np.zeros(m)
+    i, j = _update_and_argmax(c, zero_col, zero_ci, everywhere, threads)
     while swaps < limit:
-        if max_new is not None and np.count_nonzero(source >= 0) >= max_new:
+        capped = max_new is not None and np.count_nonzero(source >= 0) >= max_new
+        if capped:
             # at the cap: a row of ``rows`` may only replace another one of them
-            cols = np.flatnonzero(source >= 0)
-            if cols.size == 0:
+            mask = source >= 0
+            if not mask.any():
                 break
-            i, jj = divmod(int(np.argmax(np.abs(c[:, cols]))), cols.size)
-            j = int(cols[jj])
-        else:
-            i, j = divmod(int(np.argmax(np.abs(c))), m)
+            i, j = _update_and_argmax(c, zero_col, zero_ci, mask, threads)
         cij = c[i, j]
         if abs(cij) <= 1.0 + tol:
             break
@@ -82,10 +108,10 @@ def maxvol(
         ci[j] -= 1.0
         ci /= cij
         a_inv -= np.outer(a_inv[:, j], ci)
-        c -= np.outer(c[:, j], ci)
         a[j] = rows[i]
         source[j] = i
         swaps += 1
+        i, j = _update_and_argmax(c, c[:, j].copy(), ci, everywhere, threads)
     return swaps
 
 
