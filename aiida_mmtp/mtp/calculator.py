@@ -7,11 +7,25 @@ import os
 from ase.calculators.calculator import Calculator, all_changes
 
 from .ase_io import atoms_to_configuration
-from .evaluate import evaluate
+from .evaluate import Result, evaluate
 from .mtp_io import read_mtp
 from .potential import Potential
 
-__all__ = ['MtpCalculator']
+__all__ = ['MtpCalculator', 'ase_results']
+
+
+def ase_results(res: Result) -> dict:
+    """ASE calculator results from an evaluation (stress only for periodic cells)."""
+    out = {
+        'energy': res.energy,
+        'free_energy': res.energy,
+        'energies': res.site_energies,
+        'forces': res.forces,
+        'magnetic_forces': res.mag_forces,
+    }
+    if res.stress is not None:
+        out['stress'] = res.stress
+    return out
 
 
 class MtpCalculator(Calculator):
@@ -48,13 +62,4 @@ class MtpCalculator(Calculator):
         cfg = atoms_to_configuration(self.atoms, self.potential.species)
         if self.potential.is_magnetic and cfg.moments is None:
             raise ValueError('the potential is magnetic: set moments with atoms.set_initial_magnetic_moments()')
-        res = evaluate(self.potential, cfg, symmetric=self.symmetric)
-        self.results = {
-            'energy': res.energy,
-            'free_energy': res.energy,
-            'energies': res.site_energies,
-            'forces': res.forces,
-            'magnetic_forces': res.mag_forces,
-        }
-        if res.stress is not None:
-            self.results['stress'] = res.stress
+        self.results = ase_results(evaluate(self.potential, cfg, symmetric=self.symmetric))

@@ -34,6 +34,19 @@ class Result:
     mag_forces: np.ndarray
     grad: np.ndarray | None = None
 
+    @classmethod
+    def from_arrays(cls, cfg, site_energies, forces, virial, mag_forces, grad=None) -> Result:
+        """A result for ``cfg``; energy is the sum of the site energies, stress follows from the virial."""
+        return cls(
+            energy=float(np.sum(site_energies)),
+            site_energies=site_energies,
+            forces=forces,
+            virial=virial,
+            stress=-virial / cfg.volume if cfg.cell is not None else None,
+            mag_forces=mag_forces,
+            grad=grad,
+        )
+
     def to_configuration(self, cfg: Configuration) -> Configuration:
         """A copy of ``cfg`` labelled with these results."""
         out = cfg.copy()
@@ -131,13 +144,4 @@ def evaluate(
         dedm = 0.5 * (dedm - dedm2)
         grad = 0.5 * (grad + grad2)
     mag_forces = -dedm if pot.is_magnetic else np.zeros(cfg.natoms)
-    stress = -virial / cfg.volume if cfg.cell is not None else None
-    return Result(
-        energy=float(site.sum()),
-        site_energies=site,
-        forces=forces,
-        virial=virial,
-        stress=stress,
-        mag_forces=mag_forces,
-        grad=grad if gradient else None,
-    )
+    return Result.from_arrays(cfg, site, forces, virial, mag_forces, grad if gradient else None)

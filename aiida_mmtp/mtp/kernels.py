@@ -32,6 +32,19 @@ def _chebyshev(x, n, out, dout):
         dout[k] = 2.0 * out[k - 1] + 2.0 * x * dout[k - 1] - dout[k - 2]
 
 
+@nb.njit(inline='always', **_JIT)
+def _monomial_tangent(px, py, pz, a, b, c, d0, d1, d2):
+    """Change of u_x^a u_y^b u_z^c along the direction change (d0, d1, d2) of the unit vector u."""
+    out = 0.0
+    if a > 0:
+        out += a * px[a - 1] * py[b] * pz[c] * d0
+    if b > 0:
+        out += b * px[a] * py[b - 1] * pz[c] * d1
+    if c > 0:
+        out += c * px[a] * py[b] * pz[c - 1] * d2
+    return out
+
+
 @nb.njit(**_JIT)
 def site_block(
     start, stop,
@@ -216,15 +229,8 @@ def site_block(
                     a = basic[q, 1]
                     bb = basic[q, 2]
                     c = basic[q, 3]
-                    mono = px[a] * py[bb] * pz[c]
-                    gdu = 0.0
-                    if a > 0:
-                        gdu += a * px[a - 1] * py[bb] * pz[c] * du[lp, 0]
-                    if bb > 0:
-                        gdu += bb * px[a] * py[bb - 1] * pz[c] * du[lp, 1]
-                    if c > 0:
-                        gdu += c * px[a] * py[bb] * pz[c - 1] * du[lp, 2]
-                    dmom[q] += df[lp, mu] * mono + fval[lp, mu] * gdu
+                    gdu = _monomial_tangent(px, py, pz, a, bb, c, du[lp, 0], du[lp, 1], du[lp, 2])
+                    dmom[q] += df[lp, mu] * px[a] * py[bb] * pz[c] + fval[lp, mu] * gdu
         for t in range(n_times):
             mom[times[t, 3]] += times[t, 2] * mom[times[t, 0]] * mom[times[t, 1]]
         if tangent:
@@ -329,13 +335,7 @@ def site_block(
                     a = basic[q, 1]
                     bb = basic[q, 2]
                     c = basic[q, 3]
-                    gdu = 0.0
-                    if a > 0:
-                        gdu += a * px[a - 1] * py[bb] * pz[c] * du[lp, 0]
-                    if bb > 0:
-                        gdu += bb * px[a] * py[bb - 1] * pz[c] * du[lp, 1]
-                    if c > 0:
-                        gdu += c * px[a] * py[bb] * pz[c - 1] * du[lp, 2]
+                    gdu = _monomial_tangent(px, py, pz, a, bb, c, du[lp, 0], du[lp, 1], du[lp, 2])
                     ddvdf[mu] += dadj[q] * px[a] * py[bb] * pz[c] + adj[q] * gdu
                 for mu in range(n_mu):
                     for b in range(n_phi):

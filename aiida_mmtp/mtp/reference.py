@@ -71,15 +71,7 @@ class MagneticPairPotential:
         np.add.at(dedm, center, jr * fc * m[nbr])
         full = -np.einsum('pa,pb->ab', dvec, vec)
         virial = np.array([full[0, 0], full[1, 1], full[2, 2], full[1, 2], full[0, 2], full[0, 1]])
-        stress = -virial / cfg.volume if cfg.cell is not None else None
-        return Result(
-            energy=float(site.sum()),
-            site_energies=site,
-            forces=forces,
-            virial=virial,
-            stress=stress,
-            mag_forces=-dedm,
-        )
+        return Result.from_arrays(cfg, site, forces, virial, -dedm)
 
     def label(self, cfg: Configuration) -> Configuration:
         """A copy of ``cfg`` with exact energy, forces, virial and magnetic forces."""

@@ -25,6 +25,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from scipy.optimize import minimize
 
 from .ase_io import atoms_to_configuration, configuration_to_atoms
+from .calculator import MtpCalculator, ase_results
 from .configuration import Configuration
 from .evaluate import Result, evaluate
 from .potential import Potential
@@ -183,7 +184,7 @@ class GradedCalculator(Calculator):
     holds them.
     """
 
-    implemented_properties = ['energy', 'free_energy', 'forces', 'stress', 'magnetic_forces']
+    implemented_properties = MtpCalculator.implemented_properties
 
     def __init__(self, pot: Potential, grader: Grader, equilibrate: bool = False, eq_tol: float = 1e-5) -> None:
         super().__init__()
@@ -201,14 +202,7 @@ class GradedCalculator(Calculator):
             self.moments = cfg.moments.copy()
         res = evaluate(self.pot, cfg, gradient=self.grader.needs_gradient)
         self.gamma = self.grader.grade(cfg, res)
-        self.results = {
-            'energy': res.energy,
-            'free_energy': res.energy,
-            'forces': res.forces,
-            'magnetic_forces': res.mag_forces,
-        }
-        if res.stress is not None:
-            self.results['stress'] = res.stress
+        self.results = ase_results(res)
 
 
 def _frame(atoms, calc: GradedCalculator, species) -> Configuration:
