@@ -10,7 +10,17 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 if [ ! -x .venv/bin/python ]; then
     echo "bootstrap: creating .venv"
-    "$PYTHON" -m venv .venv
+    if ! "$PYTHON" -m venv .venv; then
+        # Debian's python3 ships venv/ensurepip separately
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            rm -rf .venv
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+            "$PYTHON" -m venv .venv
+        else
+            echo "bootstrap: cannot create a virtual environment; install python3-venv (apt-get install python3-venv)" >&2
+            exit 1
+        fi
+    fi
 fi
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
