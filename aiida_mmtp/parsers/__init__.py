@@ -1,0 +1,1 @@
+"""Parsers of the plugin (output readers for ABINIT cDFT runs)."""
