@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,40 @@ def test_missing_and_truncated_output():
     text = '.Version 9.6.2 of ABINIT\n--- !ERROR\nsrc_file: m_chkinp.F90\nmessage: |\n    ratsph overlap\n...\n'
     out = parse_abo(text)
     assert not out.completed and out.errors == ['ratsph overlap']
+
+
+# --- real failure outputs made for these tests (tests/data/abinit/README.md says how)
+DATA = Path(__file__).parent / 'data' / 'abinit'
+
+
+def _run(name):
+    log = DATA / f'{name}.log'
+    return parse_abo((DATA / f'{name}.abo').read_text(), log.read_text() if log.exists() else None)
+
+
+def test_unconverged_scf_is_flagged_and_off_target():
+    out = _run('unconverged')
+    assert out.completed  # ABINIT says "Calculation completed." and exits 0 ...
+    assert not out.scf_converged  # ... but the SCF did not converge
+    assert out.scf_steps == 6
+    assert abs(out.moments[0] - out.targets[0]) > 0.1  # and the constrained moment is off target
+
+
+def test_input_errors_are_reported_from_abo_and_log():
+    out = _run('inputerror')
+    assert not out.completed and out.energy is None
+    assert any('chksymtnons is 3' in e for e in out.errors)
+    kgrid = _run('kgrid_error')
+    assert not kgrid.completed
+    assert any('k point grid is not symmetric' in e for e in kgrid.errors)
+    # the .abo alone does not say why: the log is needed
+    assert parse_abo((DATA / 'kgrid_error.abo').read_text()).errors == []
+
+
+def test_mostly_negative_targets_trap_the_scf():
+    """Why the CalcJob flips mostly-negative targets: the direct run converges to a wrong state."""
+    up, down = _run('converged'), _run('negative')
+    assert up.scf_converged and down.scf_converged
+    assert down.moments[0] == pytest.approx(-2.0, abs=1e-5)  # on target ...
+    assert down.energy - up.energy > 1.0  # ... yet far above its mirror image (eV)
+    assert abs(down.moments[1]) > 0.5  # with a spurious moment on N

@@ -117,14 +117,9 @@ def _spinat_targets(lines: list[str], natom: int) -> np.ndarray | None:
     return None
 
 
-def parse_abo(text: str) -> AbinitOutput:
-    """Parse the text of an ``.abo`` file; never raises for a failed run (see ``completed``/``errors``)."""
-    lines = text.splitlines()
-    out = AbinitOutput()
-    m = re.search(r'\.Version\s+(\S+)\s+of ABINIT', text)
-    out.version = m.group(1) if m else None
-    out.completed = 'Calculation completed.' in text
-    # error blocks: '--- !ERROR' ... '...'
+def _errors(lines: list[str]) -> list[str]:
+    """Messages of ``--- !ERROR`` blocks (YAML style) and of ``routine: ERROR -`` paragraphs."""
+    found = []
     for k, line in enumerate(lines):
         if line.startswith('--- !ERROR'):
             msg = []
@@ -133,9 +128,31 @@ def parse_abo(text: str) -> AbinitOutput:
                     break
                 msg.append(follow.strip())
             body = ' '.join(msg)
-            mm = re.search(r'message:\s*\|?\s*(.*?)(?:\s+src_file:|$)', body)
-            out.errors.append((mm.group(1) if mm else body).strip())
-        elif line.startswith('--- !WARNING'):
+            m = re.search(r'message:\s*\|?\s*(.*?)(?:\s+src_file:|$)', body)
+            found.append((m.group(1) if m else body).strip())
+        elif re.match(r'^\s*\w+: ERROR -\s*$', line):
+            msg = []
+            for follow in lines[k + 1 : k + 20]:
+                if not follow.strip():
+                    break
+                msg.append(follow.strip())
+            found.append(' '.join(msg))
+    return found
+
+
+def parse_abo(text: str, log: str | None = None) -> AbinitOutput:
+    """Parse the text of an ``.abo`` file (and of the run's stdout ``log``, where ABINIT writes its
+    ``--- !ERROR`` blocks). Never raises for a failed run: see ``completed`` and ``errors``."""
+    lines = text.splitlines()
+    out = AbinitOutput()
+    m = re.search(r'\.Version\s+(\S+)\s+of ABINIT', text if text else (log or ''))
+    out.version = m.group(1) if m else None
+    out.completed = 'Calculation completed.' in text
+    for message in _errors(lines) + _errors((log or '').splitlines()):
+        if message not in out.errors:
+            out.errors.append(message)
+    for k, line in enumerate(lines):
+        if line.startswith('--- !WARNING'):
             mm = re.search(r'message:\s*\|?\s*(.*)', ' '.join(s.strip() for s in lines[k + 1 : k + 8]))
             out.warnings.append(mm.group(1).strip() if mm else '')
     steps = [int(s) for s in re.findall(r'At SCF step\s+(\d+).*=>converged', text)]
