@@ -1,0 +1,1 @@
+"""CalcJobs of the plugin and the plain input writers they use."""
