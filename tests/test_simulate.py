@@ -88,6 +88,10 @@ def test_md_stops_on_extrapolation_and_keeps_the_configuration(trained):
     last = grader.preselected[-1]
     assert float(last.features['MV_grade']) > 3.0
     assert all(float(c.features['MV_grade']) >= 1.5 for c in grader.preselected)
+    assert report.max_grade == max(float(c.features['MV_grade']) for c in grader.preselected)
+    # a second run reports its own maximum, not the grader's
+    _, calm = run_md(pot, afm_cell(), grader, temperature=10, timestep=1.0, steps=3, seed=2)
+    assert calm.stop_reason == 'finished' and calm.max_grade < report.max_grade
     assert last.energy is None and last.moments is not None
 
 
@@ -108,6 +112,13 @@ def test_collapse_stops_the_run_and_keeps_what_was_found(trained):
     _, report = run_md(pot, start, grader, temperature=3000, timestep=5.0, steps=300, seed=0)
     assert report.stop_reason == 'finished' or report.stop_reason.startswith('failed: ')
     assert len(grader.preselected) == report.n_preselected > 0
+
+
+def test_unnamed_species_are_refused(trained):
+    pot = trained[0].copy()
+    pot.species = None
+    with pytest.raises(ValueError, match='does not name its species'):
+        relax(pot, afm_cell())
 
 
 def test_gamma_low_above_gamma_up_is_refused(trained):

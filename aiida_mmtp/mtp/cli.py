@@ -199,7 +199,7 @@ def _simulate(args: argparse.Namespace, kind: str) -> int:
         frames += traj
         reports.append({'configuration': k + 1, **rep.as_dict()})
         print(f'{kind}: configuration {k + 1}: {rep.stop_reason} after {rep.steps} steps, '
-              f'max grade {rep.max_grade:.3g}, {rep.n_preselected} preselected so far', flush=True)  # fmt: skip
+              f'run max grade {rep.max_grade:.3g}, {rep.n_preselected} preselected so far', flush=True)  # fmt: skip
         if rep.stop_reason == 'extrapolation' and args.stop_all:
             break
     if args.output:

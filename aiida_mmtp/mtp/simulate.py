@@ -54,7 +54,8 @@ class Grader:
     gamma_low: float = 2.0
     gamma_up: float = 10.0
     preselected: list[Configuration] = field(default_factory=list)
-    max_grade: float = 0.0
+    max_grade: float = 0.0  # over everything graded
+    run_max_grade: float = 0.0  # since the last start_run()
     n_graded: int = 0
 
     def __post_init__(self) -> None:
@@ -67,6 +68,10 @@ class Grader:
     def needs_gradient(self) -> bool:
         return self.active_set is not None
 
+    def start_run(self) -> None:
+        """Reset the per-run maximum grade (the preselected list keeps growing)."""
+        self.run_max_grade = 0.0
+
     def grade(self, cfg: Configuration, res: Result) -> float:
         """gamma of ``cfg`` from an evaluation with ``gradient=True``; may raise :class:`Extrapolation`."""
         if self.active_set is None:
@@ -74,6 +79,7 @@ class Grader:
         gamma = float(self.active_set.grades(res.grad / cfg.natoms)[0])
         self.n_graded += 1
         self.max_grade = max(self.max_grade, gamma)
+        self.run_max_grade = max(self.run_max_grade, gamma)
         if gamma >= self.gamma_low:
             kept = cfg.clear_labels()
             kept.features['MV_grade'] = repr(gamma)
@@ -89,8 +95,8 @@ class RunReport:
 
     stop_reason: str  # 'finished', 'extrapolation', 'not converged' or 'failed: <why>'
     steps: int
-    max_grade: float
-    n_preselected: int
+    max_grade: float  # of this run
+    n_preselected: int  # in the grader so far (all runs)
     energy: float | None = None
     seconds: float = 0.0
     frames: list[Configuration] = field(default_factory=list)
@@ -144,6 +150,7 @@ def equilibrate_moments(
     t0 = time.perf_counter()
     work = cfg.clear_labels()
     grader = grader or Grader(pot, None)
+    grader.start_run()
     steps = 0
 
     def fun(m):
@@ -172,7 +179,7 @@ def equilibrate_moments(
     except ValueError as exc:  # a configuration the potential cannot evaluate: stop, keep what was found
         reason = f'failed: {exc}'
     out, energy = _finish(pot, work)
-    report = RunReport(reason, steps, grader.max_grade, len(grader.preselected), energy, time.perf_counter() - t0)
+    report = RunReport(reason, steps, grader.run_max_grade, len(grader.preselected), energy, time.perf_counter() - t0)
     return out, report
 
 
@@ -203,6 +210,12 @@ class GradedCalculator(Calculator):
         res = evaluate(self.pot, cfg, gradient=self.grader.needs_gradient)
         self.gamma = self.grader.grade(cfg, res)
         self.results = ase_results(res)
+
+
+def _species(pot: Potential) -> tuple[str, ...]:
+    if pot.species is None:
+        raise ValueError('the potential does not name its species (give them, e.g. mmtp ... --species Cr N)')
+    return pot.species
 
 
 def _frame(atoms, calc: GradedCalculator, species) -> Configuration:
@@ -236,7 +249,8 @@ def relax(
 
     t0 = time.perf_counter()
     grader = grader or Grader(pot, None)
-    atoms = configuration_to_atoms(cfg.clear_labels(), pot.species)
+    grader.start_run()
+    atoms = configuration_to_atoms(cfg.clear_labels(), _species(pot))
     calc = GradedCalculator(pot, grader)
     atoms.calc = calc
     target = FrechetCellFilter(atoms) if relax_cell and cfg.cell is not None else atoms
@@ -255,7 +269,9 @@ def relax(
     out = atoms_to_configuration(atoms, pot.species)
     out.moments = cfg.moments.copy() if cfg.moments is not None else None
     out, energy = _finish(pot, out)
-    report = RunReport(reason, opt.nsteps, grader.max_grade, len(grader.preselected), energy, time.perf_counter() - t0)
+    report = RunReport(
+        reason, opt.nsteps, grader.run_max_grade, len(grader.preselected), energy, time.perf_counter() - t0
+    )
     return out, report
 
 
@@ -287,7 +303,8 @@ def run_md(
 
     t0 = time.perf_counter()
     grader = grader or Grader(pot, None)
-    atoms = configuration_to_atoms(cfg.clear_labels(), pot.species)
+    grader.start_run()
+    atoms = configuration_to_atoms(cfg.clear_labels(), _species(pot))
     calc = GradedCalculator(pot, grader, equilibrate=equilibrate and pot.is_magnetic)
     if cfg.moments is not None:
         calc.moments = cfg.moments.copy()
@@ -327,7 +344,9 @@ def run_md(
     elif cfg.moments is not None:
         out.moments = cfg.moments.copy()
     out, energy = _finish(pot, out)
-    report = RunReport(reason, dyn.nsteps, grader.max_grade, len(grader.preselected), energy, time.perf_counter() - t0)
+    report = RunReport(
+        reason, dyn.nsteps, grader.run_max_grade, len(grader.preselected), energy, time.perf_counter() - t0
+    )
     return out, report
 
 
