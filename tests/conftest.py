@@ -12,6 +12,8 @@ from aiida_mmtp.mtp.configuration import Configuration
 from aiida_mmtp.mtp.potential import Potential
 from aiida_mmtp.mtp.structures import random_collinear_moments, rattle, rocksalt, supercell
 
+pytest_plugins = ['aiida.tools.pytest_fixtures']  # aiida_profile: a throwaway SQLite profile, no services
+
 REFERENCE = Path(__file__).resolve().parents[1].parent / 'shared' / 'reference'
 if not REFERENCE.exists():  # CI clones main with shared/ beside it
     REFERENCE = Path(os.environ.get('MMTP_SHARED', '/work/shared')) / 'reference'

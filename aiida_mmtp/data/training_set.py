@@ -1,0 +1,114 @@
+"""``TrainingSetData``: labelled configurations as arrays, counts and the fidelity key as attributes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from aiida import orm
+
+from ..mtp.ase_io import write_extxyz
+from ..mtp.cfg_io import write_cfg
+from ..mtp.configuration import Configuration
+
+__all__ = ['TrainingSetData']
+
+_LABELS = ('energy', 'forces', 'virial', 'mag_forces')
+
+
+class TrainingSetData(orm.ArrayData):
+    """A set of periodic configurations with their labels (eV, eV/A, virial eV, eV/mu_B).
+
+    Arrays (K configurations, N atoms in all): ``natoms`` (K,), ``cells`` (K, 3, 3),
+    ``types`` (N,), ``positions`` (N, 3), ``moments`` (N,), ``energy`` (K,),
+    ``forces`` (N, 3), ``virial`` (K, 6), ``mag_forces`` (N,) and ``has`` (K, 4),
+    which says which of energy, forces, virial and magnetic forces each
+    configuration carries. Attributes: ``species``, ``n_configurations``,
+    ``n_atoms``, ``label_counts`` and ``fidelity`` (how the labels were made:
+    code version, pseudopotential md5s, cutoff, k-points, smearing, U, cDFT
+    settings), so that sets of different fidelity are never mixed by accident.
+    """
+
+    def __init__(self, configurations: Sequence[Configuration], species: Sequence[str],
+                 fidelity: dict | None = None, **kwargs) -> None:  # fmt: skip
+        super().__init__(**kwargs)
+        configs = list(configurations)
+        if not configs:
+            raise ValueError('a training set needs at least one configuration')
+        for k, cfg in enumerate(configs):
+            if cfg.cell is None:
+                raise ValueError(f'configuration {k + 1} is not periodic; training sets hold periodic cells only')
+            if cfg.types.max() >= len(species):
+                raise ValueError(f'configuration {k + 1} has species type {cfg.types.max()}, only {len(species)} named')
+        n = sum(c.natoms for c in configs)
+        has = np.array([[c.energy is not None, c.forces is not None, c.virial is not None,
+                         c.mag_forces is not None] for c in configs])  # fmt: skip
+        self.set_array('natoms', np.array([c.natoms for c in configs], dtype=np.int64))
+        self.set_array('cells', np.array([c.cell for c in configs]))
+        self.set_array('types', np.concatenate([c.types for c in configs]).astype(np.int64))
+        self.set_array('positions', np.concatenate([c.positions for c in configs]))
+        self.set_array('moments', np.concatenate([c.moments if c.moments is not None else np.full(c.natoms, np.nan)
+                                                  for c in configs]))  # fmt: skip
+        self.set_array('energy', np.array([c.energy if c.energy is not None else np.nan for c in configs]))
+        self.set_array('forces', np.concatenate([c.forces if c.forces is not None else np.full((c.natoms, 3), np.nan)
+                                                 for c in configs]))  # fmt: skip
+        self.set_array('virial', np.array([c.virial if c.virial is not None else np.full(6, np.nan) for c in configs]))
+        self.set_array('mag_forces', np.concatenate([c.mag_forces if c.mag_forces is not None
+                                                     else np.full(c.natoms, np.nan) for c in configs]))  # fmt: skip
+        self.set_array('has', has)
+        self.base.attributes.set('species', list(species))
+        self.base.attributes.set('n_configurations', len(configs))
+        self.base.attributes.set('n_atoms', int(n))
+        self.base.attributes.set('label_counts', {name: int(has[:, k].sum()) for k, name in enumerate(_LABELS)})
+        self.base.attributes.set('fidelity', dict(fidelity or {}))
+
+    @property
+    def species(self) -> list[str]:
+        return list(self.base.attributes.get('species'))
+
+    @property
+    def fidelity(self) -> dict:
+        return dict(self.base.attributes.get('fidelity'))
+
+    def __len__(self) -> int:
+        return int(self.base.attributes.get('n_configurations'))
+
+    def get_configurations(self) -> list[Configuration]:
+        """The configurations, exactly as stored."""
+        natoms = self.get_array('natoms')
+        starts = np.concatenate([[0], np.cumsum(natoms)])
+        arrays = {name: self.get_array(name) for name in ('cells', 'types', 'positions', 'moments', 'energy',
+                                                           'forces', 'virial', 'mag_forces', 'has')}  # fmt: skip
+        out = []
+        for k in range(len(natoms)):
+            sl = slice(starts[k], starts[k + 1])
+            has = arrays['has'][k]
+            moments = arrays['moments'][sl]
+            out.append(Configuration(
+                positions=arrays['positions'][sl], types=arrays['types'][sl], cell=arrays['cells'][k],
+                moments=None if np.all(np.isnan(moments)) else moments,
+                energy=float(arrays['energy'][k]) if has[0] else None,
+                forces=arrays['forces'][sl] if has[1] else None,
+                virial=arrays['virial'][k] if has[2] else None,
+                mag_forces=arrays['mag_forces'][sl] if has[3] else None,
+            ))  # fmt: skip
+        return out
+
+    def export_cfg(self, path: str | os.PathLike) -> None:
+        """Write an MLIP ``.cfg`` file (types are indices into ``species``)."""
+        write_cfg(self.get_configurations(), path)
+
+    def export_extxyz(self, path: str | os.PathLike) -> None:
+        """Write an extxyz file with moments and magnetic forces."""
+        write_extxyz(self.get_configurations(), path, self.species)
+
+    def check_compatible(self, other: TrainingSetData, allow_different_fidelity: bool = False) -> None:
+        """Refuse to merge sets with other species or (unless allowed) another fidelity key, saying which."""
+        if self.species != other.species:
+            raise ValueError(f'training sets have different species: {self.species} and {other.species}')
+        if not allow_different_fidelity and self.fidelity != other.fidelity:
+            keys = sorted(k for k in set(self.fidelity) | set(other.fidelity)
+                          if self.fidelity.get(k) != other.fidelity.get(k))  # fmt: skip
+            raise ValueError(f'training sets were labelled with different settings ({", ".join(keys)}); '
+                             'merge them only on purpose (allow_different_fidelity=True)')  # fmt: skip

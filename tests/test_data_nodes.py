@@ -1,0 +1,81 @@
+"""The potential and training-set Data nodes: stored, reloaded, exported exactly; fidelity keys guard merges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import crn_cells, random_potential
+
+from aiida_mmtp.mtp.cfg_io import read_cfg
+from aiida_mmtp.mtp.evaluate import evaluate
+from aiida_mmtp.mtp.mtp_io import format_mtp
+
+
+@pytest.fixture
+def labelled():
+    pot = random_potential(level=8, n_psi=2, seed=4, symmetric=True)
+    configs = [evaluate(pot, c).to_configuration(c) for c in crn_cells().values()]
+    configs[1].virial = None  # a configuration without stress stays without stress
+    return pot, configs
+
+
+def test_potential_node(aiida_profile):
+    from aiida import orm
+
+    from aiida_mmtp.data import MtpPotentialData
+
+    pot = random_potential(level=16, n_psi=2, seed=1, symmetric=True)
+    node = MtpPotentialData(pot).store()
+    loaded = orm.load_node(node.pk)
+    assert isinstance(loaded, MtpPotentialData)
+    assert loaded.n_params == 606 == loaded.base.attributes.get('parameters')
+    assert loaded.species == ['Cr', 'N'] and loaded.base.attributes.get('level') == 16
+    assert loaded.base.attributes.get('energy_mode') == 'symmetric'
+    back = loaded.get_potential()
+    assert np.array_equal(back.get_params(), pot.get_params()) and format_mtp(back) == format_mtp(pot)
+    found = orm.QueryBuilder().append(MtpPotentialData, filters={'attributes.parameters': 606}).all(flat=True)
+    assert node.pk in [n.pk for n in found]
+    unnamed = pot.copy()
+    unnamed.species = None
+    with pytest.raises(ValueError, match='species names'):
+        MtpPotentialData(unnamed)
+
+
+def test_training_set_node_round_trip_and_exports(aiida_profile, tmp_path, labelled):
+    from aiida import orm
+
+    from aiida_mmtp.data import TrainingSetData
+
+    _, configs = labelled
+    fidelity = {'code': 'abinit 9.6.2', 'ecut_Ha': 20, 'kmesh': [2, 2, 2]}
+    node = TrainingSetData(configs, ['Cr', 'N'], fidelity=fidelity).store()
+    loaded = orm.load_node(node.pk)
+    assert len(loaded) == 3 and loaded.base.attributes.get('n_atoms') == 18
+    assert loaded.base.attributes.get('label_counts') == {'energy': 3, 'forces': 3, 'virial': 2, 'mag_forces': 3}
+    assert loaded.fidelity == fidelity
+    for a, b in zip(configs, loaded.get_configurations()):
+        for name in ('positions', 'types', 'cell', 'moments', 'forces', 'virial', 'mag_forces'):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None and y is None) or np.array_equal(x, y), name
+        assert a.energy == b.energy
+    loaded.export_cfg(tmp_path / 'set.cfg')
+    assert [c.energy for c in read_cfg(tmp_path / 'set.cfg')] == [c.energy for c in configs]
+    loaded.export_extxyz(tmp_path / 'set.xyz')
+    assert (tmp_path / 'set.xyz').read_text().count('Lattice=') == 3
+
+
+def test_training_sets_of_different_fidelity_are_not_mixed(aiida_profile, labelled):
+    from aiida_mmtp.data import TrainingSetData
+
+    _, configs = labelled
+    a = TrainingSetData(configs, ['Cr', 'N'], fidelity={'ecut_Ha': 20, 'kmesh': [2, 2, 2]})
+    b = TrainingSetData(configs, ['Cr', 'N'], fidelity={'ecut_Ha': 25, 'kmesh': [2, 2, 2]})
+    with pytest.raises(ValueError, match=r'different settings \(ecut_Ha\)'):
+        a.check_compatible(b)
+    a.check_compatible(b, allow_different_fidelity=True)
+    with pytest.raises(ValueError, match='different species'):
+        a.check_compatible(TrainingSetData(configs, ['Fe', 'Al']))
+    with pytest.raises(ValueError, match='not periodic'):
+        cfg = configs[0].copy()
+        cfg.cell = None
+        TrainingSetData([cfg], ['Cr', 'N'])
