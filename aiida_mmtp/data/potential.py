@@ -21,17 +21,16 @@ class MtpPotentialData(orm.SinglefileData):
     """
 
     FILENAME = 'potential.mtp'
+    ATTRIBUTES = ('species', 'level', 'radial_basis_size', 'magnetic_basis_size', 'parameters', 'energy_mode',
+                  'min_dist', 'max_dist', 'moment_ranges')  # fmt: skip
 
     def __init__(self, potential: Potential, **kwargs) -> None:
         if potential.species is None:
             raise ValueError('a potential node needs the species names of the potential')
         super().__init__(io.BytesIO(format_mtp(potential).encode()), filename=self.FILENAME, **kwargs)
-        for key, value in potential.summary().items():
-            if key == 'parameters':
-                self.base.attributes.set('parameters', value)
-            elif key in ('species', 'level', 'radial_basis_size', 'magnetic_basis_size', 'energy_mode',
-                         'min_dist', 'max_dist', 'moment_ranges'):  # fmt: skip
-                self.base.attributes.set(key, value)
+        summary = potential.summary()
+        for key in self.ATTRIBUTES:
+            self.base.attributes.set(key, summary[key])
 
     @property
     def species(self) -> list[str]:

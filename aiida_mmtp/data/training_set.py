@@ -17,6 +17,11 @@ __all__ = ['TrainingSetData']
 _LABELS = ('energy', 'forces', 'virial', 'mag_forces')
 
 
+def _or_nan(value, shape: tuple) -> np.ndarray:
+    """``value`` as an array, or NaNs of ``shape`` where the label is absent (``has`` says which)."""
+    return np.full(shape, np.nan) if value is None else np.asarray(value, dtype=float)
+
+
 class TrainingSetData(orm.ArrayData):
     """A set of periodic configurations with their labels (eV, eV/A, virial eV, eV/mu_B).
 
@@ -48,14 +53,11 @@ class TrainingSetData(orm.ArrayData):
         self.set_array('cells', np.array([c.cell for c in configs]))
         self.set_array('types', np.concatenate([c.types for c in configs]).astype(np.int64))
         self.set_array('positions', np.concatenate([c.positions for c in configs]))
-        self.set_array('moments', np.concatenate([c.moments if c.moments is not None else np.full(c.natoms, np.nan)
-                                                  for c in configs]))  # fmt: skip
-        self.set_array('energy', np.array([c.energy if c.energy is not None else np.nan for c in configs]))
-        self.set_array('forces', np.concatenate([c.forces if c.forces is not None else np.full((c.natoms, 3), np.nan)
-                                                 for c in configs]))  # fmt: skip
-        self.set_array('virial', np.array([c.virial if c.virial is not None else np.full(6, np.nan) for c in configs]))
-        self.set_array('mag_forces', np.concatenate([c.mag_forces if c.mag_forces is not None
-                                                     else np.full(c.natoms, np.nan) for c in configs]))  # fmt: skip
+        self.set_array('moments', np.concatenate([_or_nan(c.moments, (c.natoms,)) for c in configs]))
+        self.set_array('energy', np.array([_or_nan(c.energy, ()) for c in configs]))
+        self.set_array('forces', np.concatenate([_or_nan(c.forces, (c.natoms, 3)) for c in configs]))
+        self.set_array('virial', np.array([_or_nan(c.virial, (6,)) for c in configs]))
+        self.set_array('mag_forces', np.concatenate([_or_nan(c.mag_forces, (c.natoms,)) for c in configs]))
         self.set_array('has', has)
         self.base.attributes.set('species', list(species))
         self.base.attributes.set('n_configurations', len(configs))

@@ -12,7 +12,7 @@ from .kernels import evaluate_atoms
 from .neighbors import neighbor_list
 from .potential import Potential
 
-__all__ = ['Result', 'evaluate', 'check_configuration']
+__all__ = ['Result', 'evaluate', 'check_configuration', 'prepare']
 
 
 @dataclass
@@ -102,6 +102,18 @@ def _closest_pair_check(pot, label, offsets, nbr, vec):
         )
 
 
+def prepare(pot: Potential, cfg: Configuration, label: str = 'configuration'):
+    """Validate ``cfg`` for ``pot`` and build its neighbour list.
+
+    Returns ``(moments (N,), (offsets, nbr, vec))``; raises ValueError naming the
+    atom (see :func:`check_configuration`, and atoms closer than R_min / 2).
+    """
+    moments = check_configuration(pot, cfg, label)
+    neigh = neighbor_list(cfg.positions, cfg.cell, pot.r_cut)
+    _closest_pair_check(pot, label, *neigh)
+    return moments, neigh
+
+
 def _raw(pot, types, moments, neigh, gradient, n_chunks):
     offsets, nbr, vec = neigh
     return evaluate_atoms(
@@ -129,10 +141,8 @@ def evaluate(
     ``False`` gives MLIP-3's plain E(M). ``gradient`` adds dE/dtheta.
     ``n_threads`` caps the numba threads used (default: all).
     """
-    moments = check_configuration(pot, cfg, label)
+    moments, neigh = prepare(pot, cfg, label)
     types = np.ascontiguousarray(cfg.types, dtype=np.int64)
-    neigh = neighbor_list(cfg.positions, cfg.cell, pot.r_cut)
-    _closest_pair_check(pot, label, *neigh)
     n_chunks = min(n_threads or numba.get_num_threads(), numba.get_num_threads(), cfg.natoms)
     symmetric = pot.symmetric if symmetric is None else symmetric
     site, forces, virial, dedm, grad = _raw(pot, types, moments, neigh, gradient, n_chunks)

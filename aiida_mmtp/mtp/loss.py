@@ -22,9 +22,8 @@ import numba as nb
 import numpy as np
 
 from .configuration import Configuration
-from .evaluate import _closest_pair_check, check_configuration
+from .evaluate import prepare
 from .kernels import _JIT, scatter, site_block
-from .neighbors import neighbor_list
 from .potential import Potential
 
 __all__ = ['Weights', 'TrainingData', 'loss_and_gradient', 'predict']
@@ -59,10 +58,7 @@ class TrainingData:
         self.w_ref = np.zeros((k, 6))
         self.t_ref = np.zeros(n)
         for c, cfg in enumerate(configs):
-            label = f'training configuration {c + 1}'
-            m = check_configuration(pot, cfg, label)
-            off, nbr, vec = neighbor_list(cfg.positions, cfg.cell, pot.r_cut)
-            _closest_pair_check(pot, label, off, nbr, vec)
+            m, (off, nbr, vec) = prepare(pot, cfg, f'training configuration {c + 1}')
             a0 = self.atom_start[c]
             types.append(cfg.types)
             moments.append(m)

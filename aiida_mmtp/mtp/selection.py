@@ -145,16 +145,14 @@ class ActiveSet:
         """Active set from a training set (unit rows ``fill`` * I where K < m)."""
         m = pot.n_params
         rows = b_rows(pot, training, 'training configuration')
-        if len(rows) >= m:
+        a, a_inv, source = fill * np.eye(m), np.eye(m) / fill, np.full(m, -1, dtype=np.int64)
+        if len(rows) >= m:  # start from the rows LU pivoting picks, unless they are singular
             start = _lu_pivot_rows(rows)
-            a = rows[start].copy()
-            source = start.astype(np.int64)
             try:
-                a_inv = np.linalg.inv(a)
+                a_inv = np.linalg.inv(rows[start])
+                a, source = rows[start].copy(), start.astype(np.int64)
             except np.linalg.LinAlgError:
-                a, a_inv, source = fill * np.eye(m), np.eye(m) / fill, np.full(m, -1, dtype=np.int64)
-        else:
-            a, a_inv, source = fill * np.eye(m), np.eye(m) / fill, np.full(m, -1, dtype=np.int64)
+                pass
         maxvol(rows, a, a_inv, source, tol=tol)
         return cls(a=a, a_inv=a_inv, source=source, potential=params_hash(pot))
 
