@@ -44,6 +44,7 @@ class CdftSettings:
     iscf: int = 7
     magcon_lambda: float | None = None
     diemac: float | None = None
+    diemix: float | None = None
     dftu: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     pawecutdg: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
@@ -160,6 +161,8 @@ def write_cdft_input(
         lines.append(f'magcon_lambda {settings.magcon_lambda}')
     if settings.diemac is not None:
         lines.append(f'diemac {settings.diemac}')
+    if settings.diemix is not None:
+        lines.append(f'diemix {settings.diemix}')
     if settings.dftu:
         lines += [
             'usepawu 1',

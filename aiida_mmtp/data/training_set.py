@@ -30,17 +30,28 @@ class TrainingSetData(orm.ArrayData):
     ``forces`` (N, 3), ``virial`` (K, 6), ``mag_forces`` (N,) and ``has`` (K, 4),
     which says which of energy, forces, virial and magnetic forces each
     configuration carries. Attributes: ``species``, ``n_configurations``,
-    ``n_atoms``, ``label_counts`` and ``fidelity`` (how the labels were made:
+    ``n_atoms``, ``label_counts``, ``fidelity`` (how the labels were made:
     code version, pseudopotential md5s, cutoff, k-points, smearing, U, cDFT
-    settings), so that sets of different fidelity are never mixed by accident.
+    settings), so that sets of different fidelity are never mixed by accident,
+    and ``sources``: per configuration, the UUID of the calculation that
+    labelled it ('' where unknown).
     """
 
-    def __init__(self, configurations: Sequence[Configuration], species: Sequence[str],
-                 fidelity: dict | None = None, **kwargs) -> None:  # fmt: skip
+    def __init__(
+        self,
+        configurations: Sequence[Configuration],
+        species: Sequence[str],
+        fidelity: dict | None = None,
+        sources: Sequence[str | None] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         configs = list(configurations)
         if not configs:
             raise ValueError('a training set needs at least one configuration')
+        sources = [''] * len(configs) if sources is None else [src or '' for src in sources]
+        if len(sources) != len(configs):
+            raise ValueError(f'{len(sources)} sources given for {len(configs)} configurations')
         for k, cfg in enumerate(configs):
             if cfg.cell is None:
                 raise ValueError(f'configuration {k + 1} is not periodic; training sets hold periodic cells only')
@@ -64,6 +75,7 @@ class TrainingSetData(orm.ArrayData):
         self.base.attributes.set('n_atoms', int(n))
         self.base.attributes.set('label_counts', {name: int(has[:, k].sum()) for k, name in enumerate(_LABELS)})
         self.base.attributes.set('fidelity', dict(fidelity or {}))
+        self.base.attributes.set('sources', sources)
 
     @property
     def species(self) -> list[str]:
@@ -72,6 +84,11 @@ class TrainingSetData(orm.ArrayData):
     @property
     def fidelity(self) -> dict:
         return dict(self.base.attributes.get('fidelity'))
+
+    @property
+    def sources(self) -> list[str]:
+        """UUID of the calculation that labelled each configuration ('' where unknown)."""
+        return list(self.base.attributes.get('sources', [''] * len(self)))
 
     def __len__(self) -> int:
         return int(self.base.attributes.get('n_configurations'))

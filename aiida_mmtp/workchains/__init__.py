@@ -1,0 +1,1 @@
+"""WorkChains of the plugin: restarted cDFT runs and batch labelling."""
