@@ -4,14 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-# ABINIT 9.6 and its pseudopotentials from Debian (the cDFT tests run the real code)
-if ! command -v abinit >/dev/null || [ ! -d /usr/share/abinit/psp ]; then
+# ABINIT 9.6, its NC pseudopotentials and GPAW's LDA PAW setups (for DFT+U) from Debian:
+# the cDFT tests run the real code
+if ! command -v abinit >/dev/null || [ ! -d /usr/share/abinit/psp ] || [ ! -d /usr/share/gpaw-setups ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "bootstrap: installing ABINIT from Debian (apt-get install abinit abinit-data)"
+        echo "bootstrap: installing ABINIT from Debian (apt-get install abinit abinit-data gpaw-data)"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq abinit abinit-data >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq abinit abinit-data gpaw-data >/dev/null
     else
-        echo "bootstrap: ABINIT is missing; install it with: sudo apt-get install abinit abinit-data" >&2
+        echo "bootstrap: ABINIT is missing; install it with: sudo apt-get install abinit abinit-data gpaw-data" >&2
     fi
 fi
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

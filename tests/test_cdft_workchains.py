@@ -302,3 +302,24 @@ def test_bad_input_fails_before_anything_runs(abinit_code, pseudos):
     with pytest.raises(ValueError, match=r'configuration 1: atomic spheres overlap'):
         run(CdftLabelWorkChain, configurations=batch, cdft=label_inputs)
     assert orm.QueryBuilder().append(orm.ProcessNode).count() == n_before  # nothing ran, nothing was recorded
+
+
+def test_dft_plus_u_with_the_paw_family(abinit_code):
+    """gpaw-data LDA PAW setups with U = 3 eV on Cr d: U favours a larger moment, so T(m = 2) rises."""
+    from aiida.engine import run_get_node
+
+    from aiida_mmtp.calculations.cdft import CdftCalculation
+    from aiida_mmtp.data.pseudo import install_paw_family
+
+    paw = install_paw_family().get_pseudos(elements=['Cr', 'N'])
+    settings = {'ecut': 12, 'pawecutdg': 24, 'ratsph': {'Cr': 2.3, 'N': 1.5}}  # PAW needs ratsph >= r_PAW (2.3)
+    runs = {}
+    for u in (0.0, 3.0):
+        dftu = {'dftu': {'Cr': [2, u, 0.0]}} if u else {}
+        results, node = run_get_node(
+            CdftCalculation, **cdft_inputs(abinit_code, paw, primitive(), [2.0, 0], mesh(2), **settings, **dftu)
+        )
+        assert node.is_finished_ok, node.exit_message
+        assert ('usepawu 1' in node.base.repository.get_object_content('aiida.abi')) == bool(u)
+        runs[u] = results['output_arrays'].get_array('mag_forces')[0]
+    assert runs[3.0] > runs[0.0] + 0.5

@@ -1,0 +1,109 @@
+"""The ``aiida-mmtp`` command line: set up the embedded profile, the ABINIT code and the pseudopotential families.
+
+``aiida-mmtp setup`` makes everything a first run needs in one command (a
+``verdi presto``-style SQLite profile with aiida-core's ZeroMQ broker, the
+localhost ``abinit`` code, both pseudopotential families);
+``aiida-mmtp pseudos install`` adds just the families to an existing profile.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ['main']
+
+ABINIT_CODE = 'abinit'
+
+
+def _load(profile: str | None):
+    from aiida import load_profile
+
+    try:
+        return load_profile(profile, allow_switch=True)
+    except Exception as exc:  # aiida raises several types here; the message says which profile is missing
+        raise click.ClickException(f'cannot load the AiiDA profile {profile or "(default)"}: {exc}') from exc
+
+
+def _install_families(with_paw: bool) -> None:
+    from aiida_mmtp.data.pseudo import install_nc_family, install_paw_family
+
+    installers = [install_nc_family] + ([install_paw_family] if with_paw else [])
+    for install in installers:
+        try:
+            family = install()
+        except FileNotFoundError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f'pseudopotential family {family.label}: {len(family.pseudos)} elements')
+
+
+@click.group()
+def main():
+    """aiida-mmtp: magnetic moment tensor potentials trained on constrained DFT, with AiiDA provenance."""
+
+
+@main.group()
+def pseudos():
+    """Pseudopotential families."""
+
+
+@pseudos.command('install')
+@click.option('-p', '--profile', default=None, help='AiiDA profile (default: the default profile).')
+@click.option('--paw/--no-paw', default=True, show_default=True, help='Also the gpaw-data LDA PAW family (DFT+U).')
+def pseudos_install(profile, paw):
+    """Create the abinit-data LDA NC family (and the gpaw-data LDA PAW family); existing ones are kept."""
+    _load(profile)
+    _install_families(paw)
+
+
+@main.command()
+@click.option('-p', '--profile', default='mmtp', show_default=True, help='Name of the profile to create or reuse.')
+@click.option('--abinit', 'abinit_path', default=None, help='Path of the abinit executable (default: from PATH).')
+@click.option('--paw/--no-paw', default=True, show_default=True, help='Also the gpaw-data LDA PAW family (DFT+U).')
+def setup(profile, abinit_path, paw):
+    """The embedded default: SQLite profile with the ZeroMQ broker, localhost abinit code, pseudo families."""
+    from aiida.manage.configuration import get_config, reset_config
+
+    if profile not in get_config(create=True).profile_names:
+        verdi = Path(sys.executable).with_name('verdi')
+        cmd = [str(verdi), 'presto', '--use-zeromq', '--profile-name', profile]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise click.ClickException(f'verdi presto failed: {done.stderr.strip() or done.stdout.strip()}')
+        reset_config()  # read the configuration verdi presto just wrote
+        click.echo(f'created profile {profile} (SQLite storage, ZeroMQ broker)')
+    else:
+        click.echo(f'profile {profile} exists: reusing it')
+    _load(profile)
+    code = ensure_abinit_code(abinit_path)
+    click.echo(f'code {code.full_label}: {code.get_executable()}')
+    _install_families(paw)
+
+
+def ensure_abinit_code(abinit_path: str | None = None, label: str = ABINIT_CODE):
+    """The ``abinit@localhost`` code of the loaded profile, created (serial, OMP_NUM_THREADS=1) if missing."""
+    from aiida import orm
+
+    existing = orm.QueryBuilder().append(orm.InstalledCode, filters={'label': label}).first(flat=True)
+    if existing is not None:
+        return existing
+    path = abinit_path or shutil.which('abinit')
+    if path is None:
+        raise click.ClickException('abinit not found: apt-get install abinit abinit-data, or pass --abinit PATH')
+    try:
+        computer = orm.load_computer('localhost')
+    except Exception as exc:  # NotExistent: a profile made without verdi presto
+        raise click.ClickException(f'no localhost computer in this profile: {exc}') from exc
+    code = orm.InstalledCode(
+        label=label,
+        computer=computer,
+        filepath_executable=path,
+        default_calc_job_plugin='mmtp.abinit.cdft',
+        prepend_text='export OMP_NUM_THREADS=1',
+        description='ABINIT (Debian), serial; cDFT runs of aiida-mmtp',
+    )
+    return code.store()
