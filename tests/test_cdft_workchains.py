@@ -313,6 +313,9 @@ def test_dft_plus_u_with_the_paw_family(abinit_code):
 
     paw = install_paw_family().get_pseudos(elements=['Cr', 'N'])
     settings = {'ecut': 12, 'pawecutdg': 24, 'ratsph': {'Cr': 2.3, 'N': 1.5}}  # PAW needs ratsph >= r_PAW (2.3)
+    with pytest.raises(ValueError, match=r'ratsph for Cr \(2.0 bohr\) is smaller than the PAW radius .* \(2.3 bohr\)'):
+        run_get_node(CdftCalculation, **cdft_inputs(abinit_code, paw, primitive(), [2.0, 0], mesh(2),
+                                                    **{**settings, 'ratsph': {'Cr': 2.0, 'N': 1.5}}))  # fmt: skip
     runs = {}
     for u in (0.0, 3.0):
         dftu = {'dftu': {'Cr': [2, u, 0.0]}} if u else {}

@@ -12,6 +12,7 @@ higher-energy solution (shared/docs/cdft.md).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -159,6 +160,24 @@ def spin_flip_applies(parameters: Mapping, symbols: list[str], moments: np.ndarr
     return needs_spin_flip(symbols, moments, constrained)
 
 
+_PAW_RADII: dict[str, float | None] = {}  # md5 -> PAW radius (bohr): each dataset is read once
+
+
+def paw_radius(pseudo: PseudoPotentialData) -> float | None:
+    """PAW radius in bohr of a PAW XML dataset (None for norm-conserving files).
+
+    ``<PAW_radius rpaw=...>`` (JTH), else the largest ``rc`` of its states (GPAW), as ABINIT takes it.
+    """
+    if not pseudo.filename.lower().endswith('.xml'):
+        return None
+    if pseudo.md5 not in _PAW_RADII:
+        text = pseudo.get_content()
+        found = re.search(r'<PAW_radius[^>]*rpaw\s*=\s*"([^"]+)"', text)
+        radii = [float(r) for r in re.findall(r'<state[^>]*\brc\s*=\s*"([^"]+)"', text)]
+        _PAW_RADII[pseudo.md5] = float(found.group(1)) if found else (max(radii) if radii else None)
+    return _PAW_RADII[pseudo.md5]
+
+
 def check_run(
     symbols: list[str],
     cell: np.ndarray,
@@ -196,6 +215,13 @@ def check_run(
         check_sphere_overlap(np.asarray(cell), np.asarray(positions), symbols, settings.ratsph)
     except ValueError as exc:
         return str(exc)
+    for element in dict.fromkeys(symbols):
+        rpaw = paw_radius(pseudos[element])
+        if rpaw is not None and settings.ratsph[element] < rpaw - 1e-9:
+            return (
+                f'ratsph for {element} ({settings.ratsph[element]} bohr) is smaller than the PAW radius of its '
+                f'pseudopotential ({rpaw} bohr), which ABINIT refuses: use at least {rpaw}'
+            )
     return None
 
 
