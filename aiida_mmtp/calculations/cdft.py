@@ -373,14 +373,21 @@ class CdftCalculation(CalcJob):
             message='Constrained moments are off target: {detail}',
         )
 
-    def prepare_for_submission(self, folder):
-        structure = self.inputs.structure
-        symbols = _elements(structure)
-        moments = np.asarray(self.inputs.moments.get_array('moments'), dtype=float)
-        params = self.inputs.parameters.get_dict()
-        mesh, offset = self.inputs.kpoints.get_kpoints_mesh()
+    @staticmethod
+    def resolve(inputs) -> tuple[list[str], np.ndarray, CdftSettings, bool]:
+        """From the input nodes (of this job or of a finished one): element per site, the targets (N,) in mu_B,
+        the settings, and whether the run is (or was) made with the targets flipped."""
+        symbols = _elements(inputs.structure)
+        moments = np.asarray(inputs.moments.get_array('moments'), dtype=float)
+        params = inputs.parameters.get_dict()
+        mesh, offset = inputs.kpoints.get_kpoints_mesh()
         settings = cdft_settings(params, symbols, moments, mesh, offset)
         flip = spin_flip_applies({**params, 'constrained': settings.constrained}, symbols, moments)
+        return symbols, moments, settings, flip
+
+    def prepare_for_submission(self, folder):
+        structure = self.inputs.structure
+        symbols, moments, settings, flip = self.resolve(self.inputs)
         pseudos = dict(self.inputs.pseudos)
         names = {el: node.filename for el, node in pseudos.items()}
         if len(set(names.values())) < len(names):

@@ -13,7 +13,7 @@ from aiida import orm
 from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
-from ..calculations.cdft import CdftCalculation, _elements, cdft_settings, spin_flip_applies
+from ..calculations.cdft import CdftCalculation
 from .abinit_output import AbinitOutput, parse_abo
 
 __all__ = ['CdftParser']
@@ -37,13 +37,8 @@ class CdftParser(Parser):
         text = self.retrieved.get_object_content(CdftCalculation._OUTPUT)
         out = parse_abo(text, log)
 
-        structure = calc.inputs.structure
-        symbols = _elements(structure)
-        targets = np.asarray(calc.inputs.moments.get_array('moments'), dtype=float)
+        symbols, targets, settings, flip = CdftCalculation.resolve(calc.inputs)
         params = calc.inputs.parameters.get_dict()
-        mesh, offset = calc.inputs.kpoints.get_kpoints_mesh()
-        settings = cdft_settings(params, symbols, targets, mesh, offset)
-        flip = spin_flip_applies({**params, 'constrained': settings.constrained}, symbols, targets)
         sign = -1.0 if flip else 1.0
         summary = {
             'abinit_version': out.version,
