@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# The main job. At this milestone (engine complete, AiiDA workflows pending): an active-learning
-# run driven only by `mmtp` commands on a synthetic CrN-like problem (an analytic magnetic pair
-# potential labels the configurations in place of cDFT), then the engine speed benchmark.
-# Outputs go to demo-output/ (or $1).
+# The main job: set up the embedded AiiDA default (SQLite + ZeroMQ broker, abinit and mmtp codes,
+# pseudopotential families) and run the `fast` CrN active-learning campaign with real constrained DFT
+# (ABINIT) to convergence, then export the potential and training set and draw the plots.
+# The profile lives in $AIIDA_PATH (default: .aiida in the repository); outputs go to demo-output/ (or $1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+export AIIDA_PATH=${AIIDA_PATH:-$PWD/.aiida}
+export PATH="$PWD/.venv/bin:$PATH"
 out=${1:-demo-output}
 mkdir -p "$out"
-mmtp=.venv/bin/mmtp
 
-echo "== the paper's potential: level 16, N_phi 8, N_psi 2, Cr/N"
-$mmtp new "$out/crn_lev16.mtp" --level 16 --species Cr N --radial-basis-size 8 \
-    --magnetic-basis-size 2 --m-max 3.2 0.1
-$mmtp info "$out/crn_lev16.mtp"
+echo "== the embedded AiiDA default (profile mmtp in $AIIDA_PATH)"
+aiida-mmtp setup -p mmtp
 
-echo "== active learning with mmtp commands (a few minutes)"
-$mmtp demo "$out/active-learning"
+echo "== the fast CrN campaign: cDFT labels (ABINIT), fits, moment equilibration and MD with active learning"
+aiida-mmtp campaign launch -p mmtp --protocol fast
+aiida-mmtp campaign status -p mmtp
 
-echo "== speed: E+F+S+T on 64-atom CrN cells"
-.venv/bin/python benchmarks/bench_efs.py --seconds 2
-echo "outputs: $out/ (potentials, training set, trajectories, summary.json); benchmark: benchmarks/bench_efs.json"
+echo "== results"
+aiida-mmtp campaign export -p mmtp -o "$out"
+aiida-mmtp campaign plot -p mmtp -o "$out"
+cat <<INFO
+
+potential, training set, summary and plots: $out/
+provenance:  export AIIDA_PATH=$AIIDA_PATH; .venv/bin/verdi -p mmtp process list -a
+             .venv/bin/aiida-mmtp campaign status -p mmtp; .venv/bin/verdi -p mmtp node graph generate PK
+INFO

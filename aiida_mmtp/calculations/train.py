@@ -1,23 +1,27 @@
 """``MmtpTrainCalculation`` (entry point ``mmtp.train``): fit a potential with ``mmtp train`` on any computer.
 
 The fit is heavy numerics, so it runs as a CalcJob, never in the daemon. The
-code is the engine's ``mmtp`` executable on the target computer.
+code is the engine's ``mmtp`` executable on the target computer. With the
+setting ``active_set`` the same job then builds the active set of the fitted
+potential from the training set (``mmtp select --train``), as the next
+exploration needs it.
 """
 
 from __future__ import annotations
 
 from aiida import orm
-from aiida.common import CalcInfo, CodeInfo
-from aiida.engine import CalcJob
 
+from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
 from ..data.training_set import TrainingSetData
+from .engine import MmtpEngineCalculation
 
 __all__ = ['SETTINGS', 'MmtpTrainCalculation']
 
 #: Keys of the ``settings`` input: loss weights (energy, forces, stress, magnetic forces; the paper's
-#: 1, 0.01, 0.001, 0.1), iteration cap, relative tolerance, and whether to restart from least squares.
-SETTINGS = {'weights': None, 'max_iter': None, 'tol': None, 'reinit_linear': False}
+#: 1, 0.01, 0.001, 0.1), iteration cap, relative tolerance, whether to restart from least squares,
+#: and whether to build the active set of the fitted potential too.
+SETTINGS = {'weights': None, 'max_iter': None, 'tol': None, 'reinit_linear': False, 'active_set': False}
 
 
 def validate_inputs(value, ctx) -> str | None:
@@ -39,40 +43,38 @@ def validate_inputs(value, ctx) -> str | None:
     return None
 
 
-class MmtpTrainCalculation(CalcJob):
+class MmtpTrainCalculation(MmtpEngineCalculation):
     """Fit ``potential`` to ``training_set`` (energies, forces, stresses, magnetic forces)."""
 
-    _POTENTIAL_IN = 'input.mtp'
     _TRAIN = 'train.cfg'
     _POTENTIAL_OUT = 'output.mtp'
     _REPORT = 'report.json'
     _LOG = 'train.log'
+    _ALS_OUT = 'output.als'
+    _SELECT_LOG = 'select.log'
 
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input('potential', valid_type=MtpPotentialData, help='Start: untrained (least squares) or trained.')
+        spec.inputs['potential'].help = 'Start: untrained (least squares) or trained.'
         spec.input('training_set', valid_type=TrainingSetData, help='Labelled configurations.')
-        spec.input('settings', valid_type=orm.Dict, required=False, help='weights, max_iter, tol, reinit_linear')
+        spec.input('settings', valid_type=orm.Dict, required=False,
+                   help='weights, max_iter, tol, reinit_linear, active_set')  # fmt: skip
         spec.inputs.validator = validate_inputs
-        options = spec.inputs['metadata']['options']
-        options['resources'].default = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
-        options['parser_name'].default = 'mmtp.train'
-        options['withmpi'].default = False
+        spec.inputs['metadata']['options']['parser_name'].default = 'mmtp.train'
         spec.output('potential', valid_type=MtpPotentialData, help='The fitted potential.')
         spec.output('report', valid_type=orm.Dict, help='Iterations, loss, RMSE/MAE of E, F, S, T.')
+        spec.output('active_set', valid_type=ActiveSetData, required=False,
+                    help='The active set of the fitted potential (setting active_set).')  # fmt: skip
         spec.default_output_node = 'report'
-        spec.exit_code(300, 'ERROR_OUTPUT_MISSING', invalidates_cache=True,
-                       message='The fit wrote no {filename}.')  # fmt: skip
-        spec.exit_code(310, 'ERROR_TRAIN_FAILED', invalidates_cache=True, message='mmtp train failed: {message}')
 
     def prepare_for_submission(self, folder):
-        with folder.open(self._POTENTIAL_IN, 'w') as handle:
-            handle.write(self.inputs.potential.get_content())
+        self._write_potential(folder)
         self.inputs.training_set.export_cfg(folder.get_abs_path(self._TRAIN))
         settings = {**SETTINGS, **(self.inputs.settings.get_dict() if 'settings' in self.inputs else {})}
+        species = self.inputs.training_set.species
         args = ['train', self._POTENTIAL_IN, self._TRAIN, self._POTENTIAL_OUT, '--report', self._REPORT]
-        args += ['--species', *self.inputs.training_set.species]
+        args += ['--species', *species]
         if settings['weights'] is not None:
             args += ['--weights', *[str(float(w)) for w in settings['weights']]]
         if settings['max_iter'] is not None:
@@ -81,12 +83,8 @@ class MmtpTrainCalculation(CalcJob):
             args += ['--tol', str(float(settings['tol']))]
         if settings['reinit_linear']:
             args.append('--reinit-linear')
-        codeinfo = CodeInfo()
-        codeinfo.code_uuid = self.inputs.code.uuid
-        codeinfo.cmdline_params = args
-        codeinfo.stdout_name = self._LOG
-        codeinfo.join_files = True
-        calcinfo = CalcInfo()
-        calcinfo.codes_info = [codeinfo]
-        calcinfo.retrieve_list = [self._POTENTIAL_OUT, self._REPORT, self._LOG]
-        return calcinfo
+        commands = [(args, self._LOG)]
+        if settings['active_set']:
+            select = ['select', self._POTENTIAL_OUT, '--train', self._TRAIN, '--output', self._ALS_OUT]
+            commands.append((select + ['--species', *species], self._SELECT_LOG))
+        return self._calcinfo(commands, [self._POTENTIAL_OUT, self._REPORT, self._ALS_OUT])

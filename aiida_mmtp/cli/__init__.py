@@ -18,6 +18,7 @@ import click
 __all__ = ['main']
 
 ABINIT_CODE = 'abinit'
+MMTP_CODE = 'mmtp'
 
 
 def _load(profile: str | None):
@@ -79,31 +80,42 @@ def setup(profile, abinit_path, paw):
     else:
         click.echo(f'profile {profile} exists: reusing it')
     _load(profile)
-    code = ensure_abinit_code(abinit_path)
-    click.echo(f'code {code.full_label}: {code.get_executable()}')
+    for code in (ensure_abinit_code(abinit_path), ensure_mmtp_code()):
+        click.echo(f'code {code.full_label}: {code.get_executable()}')
     _install_families(paw)
 
 
-def ensure_abinit_code(abinit_path: str | None = None, label: str = ABINIT_CODE):
-    """The ``abinit@localhost`` code of the loaded profile, created (serial, OMP_NUM_THREADS=1) if missing."""
+def _localhost_code(label: str, path: str, plugin: str, description: str):
+    """The code ``label@localhost`` of the loaded profile, created (serial, OMP_NUM_THREADS=1) if missing."""
     from aiida import orm
 
     existing = orm.QueryBuilder().append(orm.InstalledCode, filters={'label': label}).first(flat=True)
     if existing is not None:
         return existing
-    path = abinit_path or shutil.which('abinit')
-    if path is None:
-        raise click.ClickException('abinit not found: apt-get install abinit abinit-data, or pass --abinit PATH')
     try:
         computer = orm.load_computer('localhost')
     except Exception as exc:  # NotExistent: a profile made without verdi presto
         raise click.ClickException(f'no localhost computer in this profile: {exc}') from exc
-    code = orm.InstalledCode(
-        label=label,
-        computer=computer,
-        filepath_executable=path,
-        default_calc_job_plugin='mmtp.abinit.cdft',
-        prepend_text='export OMP_NUM_THREADS=1',
-        description='ABINIT (Debian), serial; cDFT runs of aiida-mmtp',
-    )
+    code = orm.InstalledCode(label=label, computer=computer, filepath_executable=path,
+                             default_calc_job_plugin=plugin, prepend_text='export OMP_NUM_THREADS=1',
+                             description=description)  # fmt: skip
     return code.store()
+
+
+def ensure_abinit_code(abinit_path: str | None = None, label: str = ABINIT_CODE):
+    """The ``abinit@localhost`` code of the loaded profile (ABINIT from PATH unless given)."""
+    path = abinit_path or shutil.which('abinit')
+    if path is None:
+        raise click.ClickException('abinit not found: apt-get install abinit abinit-data, or pass --abinit PATH')
+    return _localhost_code(label, path, 'mmtp.abinit.cdft', 'ABINIT (Debian), serial; cDFT runs of aiida-mmtp')
+
+
+def ensure_mmtp_code(label: str = MMTP_CODE):
+    """The ``mmtp@localhost`` code: the engine's command from this Python environment."""
+    path = Path(sys.executable).with_name('mmtp')
+    if not path.exists():
+        raise click.ClickException(f'the engine command {path} is missing: pip install aiida-mmtp')
+    return _localhost_code(label, str(path), 'mmtp.train', 'aiida-mmtp engine (mmtp), serial')
+
+
+from . import campaign as _campaign  # noqa: E402,F401  (registers the campaign commands)

@@ -135,9 +135,10 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from .selection import ActiveSet, b_rows
 
     pot = read_mtp(args.potential, args.species)
+    report = {'n_params': pot.n_params}
     if args.train:
         als = ActiveSet.build(pot, read_cfg(args.train), fill=args.fill)
-        n_train = int(np.count_nonzero(als.source >= 0))
+        report['n_from_training'] = n_train = int(np.count_nonzero(als.source >= 0))
         print(f'select: active set of {pot.n_params} rows, {n_train} from the training set')
     else:
         als = ActiveSet.load(args.als or _default_als(args.potential))
@@ -145,10 +146,15 @@ def _cmd_select(args: argparse.Namespace) -> int:
     if args.candidates:
         candidates = read_cfg(args.candidates)
         rows = b_rows(pot, candidates, f'{args.candidates} configuration')
+        grades = als.grades(rows) if len(rows) else np.zeros(0)
         als, chosen = als.select(rows, max_new=args.max)
         write_cfg([candidates[k] for k in chosen], args.selected)
+        report.update(n_candidates=len(candidates), n_selected=len(chosen), selected=[int(k) for k in chosen],
+                      max_grade=float(grades.max()) if len(grades) else 0.0)  # fmt: skip
         print(f'select: {len(chosen)} of {len(candidates)} candidates selected, written to {args.selected}')
     als.save(args.output or _default_als(args.potential))
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + '\n')
     return 0
 
 
@@ -296,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max', type=int, help='select at most this many')
     p.add_argument('--fill', type=float, default=1.0, help='diagonal of the unit rows that fill a small set')
     p.add_argument('--output', help='where to write the (updated) active set (default: POT.als)')
+    p.add_argument('--report', help='JSON: parameters, rows from training, candidates, selected indices')
     p.add_argument('--species', nargs='+')
     p.set_defaults(func=_cmd_select)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -189,15 +190,20 @@ class ActiveSet:
         return ActiveSet(a=a, a_inv=a_inv, source=merged, potential=self.potential), chosen
 
     # ------------------------------------------------------------------ files
-    def save(self, path: str | os.PathLike) -> None:
-        """Write to ``path`` (NumPy .npz content, whatever the file name)."""
+    def to_bytes(self) -> bytes:
+        """The file content (NumPy .npz)."""
         buffer = io.BytesIO()
         np.savez(buffer, a=self.a, a_inv=self.a_inv, source=self.source, potential=np.array(self.potential))
+        return buffer.getvalue()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to ``path`` (NumPy .npz content, whatever the file name)."""
         with open(path, 'wb') as handle:
-            handle.write(buffer.getvalue())
+            handle.write(self.to_bytes())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> ActiveSet:
+    def load(cls, path: str | os.PathLike | typing.BinaryIO) -> ActiveSet:
+        """Read a file written by :meth:`save` (a path or a binary file object)."""
         try:
             with np.load(path) as data:
                 return cls(a=data['a'], a_inv=data['a_inv'], source=data['source'], potential=str(data['potential']))

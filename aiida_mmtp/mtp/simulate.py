@@ -31,7 +31,16 @@ from .evaluate import Result, evaluate
 from .potential import Potential
 from .selection import ActiveSet
 
-__all__ = ['Extrapolation', 'Grader', 'RunReport', 'equilibrate_moments', 'relax', 'run_md', 'moment_bounds']
+__all__ = [
+    'Extrapolation',
+    'Grader',
+    'RunReport',
+    'equilibrate_moments',
+    'relax',
+    'run_md',
+    'moment_bounds',
+    'moment_signs',
+]
 
 
 class Extrapolation(Exception):
@@ -114,14 +123,26 @@ def _finish(pot: Potential, cfg: Configuration) -> tuple[Configuration, float | 
     return res.to_configuration(cfg), res.energy
 
 
-def moment_bounds(pot: Potential, cfg: Configuration, sign_threshold: float = 0.5) -> list[tuple[float, float]]:
-    """Bounds per atom (mu_B): |m| <= M_max of the species; an atom with |m| >= ``sign_threshold`` keeps its sign."""
+def moment_signs(moments: np.ndarray, sign_threshold: float = 0.5) -> np.ndarray:
+    """+1 / -1 for the clearly magnetic atoms (|m| >= ``sign_threshold`` mu_B), 0 for the others; shape (N,)."""
+    return np.where(np.abs(moments) >= sign_threshold, np.sign(moments), 0.0)
+
+
+def moment_bounds(
+    pot: Potential, cfg: Configuration, sign_threshold: float = 0.5, signs: np.ndarray | None = None
+) -> list[tuple[float, float]]:
+    """Bounds per atom (mu_B): |m| <= M_max of the species; a clearly magnetic atom keeps its sign.
+
+    ``signs`` (N,) fixes which sign each atom keeps (0: free); by default those of
+    :func:`moment_signs` of the current moments.
+    """
+    signs = moment_signs(cfg.moments, sign_threshold) if signs is None else signs
     bounds = []
-    for t, m in zip(cfg.types, cfg.moments):
+    for t, m in zip(cfg.types, signs):
         hi = float(max(abs(pot.mag_min[t]), abs(pot.mag_max[t])))
-        if m >= sign_threshold:
+        if m > 0:
             bounds.append((0.0, hi))
-        elif m <= -sign_threshold:
+        elif m < 0:
             bounds.append((-hi, 0.0))
         else:
             bounds.append((-hi, hi))
@@ -136,11 +157,13 @@ def equilibrate_moments(
     tol: float = 1e-4,
     max_iter: int = 200,
     sign_threshold: float = 0.5,
+    signs: np.ndarray | None = None,
     trajectory: list[Configuration] | None = None,
 ) -> tuple[Configuration, RunReport]:
     """Minimise E over the moments of ``cfg`` at fixed atoms and cell.
 
-    ``tol``: largest magnetic force (eV/mu_B) on an unbounded moment at the end.
+    ``tol``: largest magnetic force (eV/mu_B) on an unbounded moment at the end. ``signs``: the sign
+    each atom keeps (see :func:`moment_bounds`; default: those of the clearly magnetic atoms now).
     Returns the equilibrated configuration (labelled by the potential) and a report.
     """
     if not pot.is_magnetic:
@@ -168,7 +191,7 @@ def equilibrate_moments(
     reason = 'finished'
     try:
         opt = minimize(
-            fun, cfg.moments.copy(), jac=True, method='L-BFGS-B', bounds=moment_bounds(pot, cfg, sign_threshold),
+            fun, cfg.moments.copy(), jac=True, method='L-BFGS-B', bounds=moment_bounds(pot, cfg, sign_threshold, signs),
             options={'maxiter': max_iter, 'gtol': tol, 'ftol': 1e-14},
         )  # fmt: skip
         work.moments = opt.x
@@ -187,8 +210,9 @@ class GradedCalculator(Calculator):
     """MTP calculator that grades every configuration it evaluates; optionally equilibrates moments first.
 
     With ``equilibrate=True`` (MD) the moments are minimised at every call,
-    starting from the last equilibrated ones (signs kept); ``self.moments``
-    holds them.
+    starting from the last equilibrated ones; ``self.moments`` holds them and
+    ``self.signs`` the signs they keep (those of the start, so that a moment
+    that collapses to zero cannot come back flipped).
     """
 
     implemented_properties = MtpCalculator.implemented_properties
@@ -197,6 +221,7 @@ class GradedCalculator(Calculator):
         super().__init__()
         self.pot, self.grader, self.equilibrate, self.eq_tol = pot, grader, equilibrate, eq_tol
         self.moments: np.ndarray | None = None
+        self.signs: np.ndarray | None = None
         self.gamma = 0.0
 
     def calculate(self, atoms=None, properties=('energy',), system_changes=all_changes) -> None:
@@ -205,7 +230,7 @@ class GradedCalculator(Calculator):
         if self.equilibrate:
             if self.moments is not None:
                 cfg.moments = self.moments.copy()
-            cfg, _ = equilibrate_moments(self.pot, cfg, tol=self.eq_tol)
+            cfg, _ = equilibrate_moments(self.pot, cfg, tol=self.eq_tol, signs=self.signs)
             self.moments = cfg.moments.copy()
         res = evaluate(self.pot, cfg, gradient=self.grader.needs_gradient)
         self.gamma = self.grader.grade(cfg, res)
@@ -308,6 +333,7 @@ def run_md(
     calc = GradedCalculator(pot, grader, equilibrate=equilibrate and pot.is_magnetic)
     if cfg.moments is not None:
         calc.moments = cfg.moments.copy()
+        calc.signs = moment_signs(cfg.moments)
     atoms.calc = calc
     rng = np.random.default_rng(seed)
     masses = atoms.get_masses()[:, None]  # Maxwell-Boltzmann momenta, seeded

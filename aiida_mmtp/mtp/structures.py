@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .configuration import Configuration
 
-__all__ = ['rocksalt', 'supercell', 'rattle', 'random_collinear_moments']
+__all__ = [
+    'initial_configurations',
+    'layered_afm',
+    'magnetic_states',
+    'min_distance',
+    'perturb_moments',
+    'random_collinear_moments',
+    'rattle',
+    'rocksalt',
+    'scaled',
+    'supercell',
+]
 
 _B1_BASIS = np.array(
     [
@@ -64,3 +77,111 @@ def random_collinear_moments(
         signs[rng.permutation(idx.size)[:n_up]] = 1.0
         moments[idx] = signs * size
     return moments
+
+
+def layered_afm(cfg: Configuration, magnitude: dict[int, float]) -> np.ndarray | None:
+    """AFM1 moments (mu_B, shape (N,)): magnetic atoms in alternating layers along the third cell vector.
+
+    Layers are the distinct fractional coordinates along c (0.01 tolerance); layer k gets sign (-1)^k.
+    None when all magnetic atoms lie in one layer (no such AFM order in this cell).
+    """
+    frac = np.linalg.solve(cfg.cell.T, cfg.positions.T).T[:, 2] % 1.0
+    frac[frac > 1 - 0.005] = 0.0
+    moments = np.zeros(cfg.natoms)
+    magnetic = np.flatnonzero(np.isin(cfg.types, list(magnitude)))
+    layers = np.unique(np.round(frac[magnetic], 2))
+    if layers.size < 2:
+        return None
+    for i in magnetic:
+        k = int(np.argmin(np.abs(layers - np.round(frac[i], 2))))
+        moments[i] = (-1.0) ** k * magnitude[int(cfg.types[i])]
+    return moments
+
+
+def magnetic_states(
+    cfg: Configuration, magnitude: dict[int, float], n_random: int, rng: np.random.Generator
+) -> list[tuple[str, np.ndarray]]:
+    """Named collinear states of ``cfg``: 'FM', 'AFM' (layered, if the cell has one), 'random-1' ... (50% up).
+
+    Random states need at least two magnetic atoms; moments in mu_B, shape (N,).
+    """
+    fm = np.array([magnitude.get(int(t), 0.0) for t in cfg.types])
+    states = [('FM', fm)]
+    afm = layered_afm(cfg, magnitude)
+    if afm is not None:
+        states.append(('AFM', afm))
+    if np.count_nonzero(fm) >= 2:
+        states += [(f'random-{k + 1}', random_collinear_moments(cfg.types, magnitude, rng)) for k in range(n_random)]
+    return states
+
+
+def scaled(cfg: Configuration, factor: float) -> Configuration:
+    """A copy with cell and positions scaled isotropically by ``factor`` (lattice parameter ratio)."""
+    out = cfg.copy()
+    out.positions = cfg.positions * factor
+    out.cell = cfg.cell * factor
+    return out
+
+
+def perturb_moments(moments: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Each moment scaled by a uniform factor in [1 - fraction, 1 + fraction] (signs kept)."""
+    return moments * rng.uniform(1.0 - fraction, 1.0 + fraction, size=moments.shape)
+
+
+def initial_configurations(
+    cells: list[Configuration],
+    magnitude: dict[int, float],
+    *,
+    scales: list[float],
+    n_random: int,
+    n_displaced: int,
+    displacement: float,
+    n_perturbed: int,
+    perturbation: float,
+    seed: int,
+    states: Sequence[str] | Sequence[Sequence[str]] = ('FM', 'AFM', 'random'),
+    names: Sequence[str] | None = None,
+) -> list[Configuration]:
+    """The paper's initial training set (Kotykhov et al., sec. II.D), seeded.
+
+    For each cell and lattice scale: the states of :func:`magnetic_states`; each
+    ideal cell plus ``n_displaced`` copies with every atom displaced uniformly
+    within +-``displacement`` A; then each of those plus ``n_perturbed`` copies
+    with every moment scaled by up to +-``perturbation`` (0.15 in the paper).
+    Paper: 3 scales x {AFM, FM, 4 random} x (1 + 2) x (1 + 2) = 162. ``states`` keeps only the
+    named kinds of state ('FM', 'AFM', 'random'), for every cell or (a list of lists) per cell.
+    The ``features`` of each configuration say where it came from (cell name, scale, state, kind).
+    """
+    rng = np.random.default_rng(seed)
+    per_cell = [tuple(states)] * len(cells) if all(isinstance(x, str) for x in states) else list(states)
+    if len(per_cell) != len(cells):
+        raise ValueError(f'{len(per_cell)} lists of states for {len(cells)} cells')
+    out = []
+    for c, (cell, kinds) in enumerate(zip(cells, per_cell)):
+        for factor in scales:
+            base = scaled(cell, factor)
+            for name, moments in magnetic_states(base, magnitude, n_random, rng):
+                if name.split('-')[0] not in kinds:
+                    continue
+                ideal = base.clear_labels()
+                ideal.moments = moments.copy()
+                displaced = [ideal] + [rattle(ideal, displacement, rng) for _ in range(n_displaced)]
+                for d, cfg in enumerate(displaced):
+                    variants = [cfg] + [cfg.copy() for _ in range(n_perturbed)]
+                    for p, var in enumerate(variants):
+                        if p:
+                            var.moments = perturb_moments(cfg.moments, perturbation, rng)
+                        var.features = {
+                            'origin': f'{names[c] if names else c}:scale{factor:g}:{name}:displaced{d}:perturbed{p}'
+                        }
+                        out.append(var)
+    return out
+
+
+def min_distance(cfg: Configuration) -> float:
+    """The shortest interatomic distance in Angstrom, periodic images included (inf for a single atom alone)."""
+    from .neighbors import neighbor_list
+
+    cutoff = 2.0 * float(np.max(np.linalg.norm(cfg.cell, axis=1))) if cfg.cell is not None else 1e9
+    _, _, vec = neighbor_list(cfg.positions, cfg.cell, cutoff)
+    return float(np.sqrt((vec**2).sum(axis=1)).min()) if len(vec) else float('inf')

@@ -1,0 +1,187 @@
+"""``aiida-mmtp campaign ...``: launch an active-learning campaign, follow it, export and plot its results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from . import ABINIT_CODE, MMTP_CODE, _load, main
+
+__all__ = ['campaign']
+
+
+def _campaign_node(identifier: str | None):
+    """The campaign with this pk/UUID, or the newest one."""
+    from aiida import orm
+
+    from ..workchains.campaign import previous_campaign
+
+    if identifier is not None:
+        try:
+            return previous_campaign(identifier)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    qb = orm.QueryBuilder().append(orm.WorkflowNode, filters={'process_type': {'like': '%mmtp.campaign'}})
+    nodes = qb.order_by({orm.WorkflowNode: {'ctime': 'desc'}}).first()
+    if nodes is None:
+        raise click.ClickException('no campaign in this profile yet: aiida-mmtp campaign launch')
+    return nodes[0]
+
+
+def _where(node) -> str:
+    lines = [f'campaign {node.process_label}<{node.pk}> ({node.uuid})',
+             f'  follow it:      verdi process report {node.pk}',
+             f'  provenance:     verdi node graph generate {node.pk}']  # fmt: skip
+    if 'potential' in node.outputs:
+        lines.append(
+            f'  potential:      node {node.outputs.potential.pk} (aiida-mmtp campaign export {node.pk} -o DIR)'
+        )
+        lines.append(f'  training set:   node {node.outputs.training_set.pk}')
+        lines.append(f'  plots:          aiida-mmtp campaign plot {node.pk} -o DIR')
+    return '\n'.join(lines)
+
+
+@main.group()
+def campaign():
+    """Active-learning campaigns (CampaignWorkChain)."""
+
+
+@campaign.command('launch')
+@click.option('-p', '--profile', default=None, help='AiiDA profile (default: the default profile).')
+@click.option('--protocol', type=click.Choice(['fast', 'balanced', 'paper']), default='fast', show_default=True)
+@click.option('--structure', 'structure_file', type=click.Path(exists=True, dir_okay=False), default=None,
+              help='Conventional cell (any format ASE reads); default: B1 CrN, a = 4.15 A.')  # fmt: skip
+@click.option(
+    '--overrides',
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help='YAML/JSON file of protocol keys to change (e.g. cdft: {parameters: {ecut: 30}}).',
+)
+@click.option('--max-iterations', type=int, default=None, help='Stop after this many iterations (continue later).')
+@click.option('--restart-from', default=None, help='pk or UUID of a campaign to continue (its labels are reused).')
+@click.option('--daemon/--foreground', default=False, show_default=True, help='Submit to the daemon or run here.')
+@click.option('--abinit-code', default=f'{ABINIT_CODE}@localhost', show_default=True)
+@click.option('--mmtp-code', default=f'{MMTP_CODE}@localhost', show_default=True)
+def launch(profile, protocol, structure_file, overrides, max_iterations, restart_from, daemon, abinit_code, mmtp_code):
+    """Launch a campaign with a protocol; prints where its results and provenance are."""
+    import yaml
+
+    _load(profile)
+    from aiida import orm
+    from aiida.engine import run_get_node, submit
+
+    from ..workchains.campaign import CampaignWorkChain
+
+    extra = yaml.safe_load(Path(overrides).read_text()) if overrides else {}
+    if max_iterations is not None:
+        extra['max_iterations'] = max_iterations
+    structure = None
+    if structure_file:
+        import ase.io
+
+        structure = orm.StructureData(ase=ase.io.read(structure_file))
+    try:
+        codes = orm.load_code(abinit_code), orm.load_code(mmtp_code)
+    except Exception as exc:  # NotExistent
+        raise click.ClickException(f'{exc}: run aiida-mmtp setup first') from exc
+    try:
+        builder = CampaignWorkChain.get_builder_from_protocol(*codes, structure=structure, protocol=protocol,
+                                                              overrides=extra)  # fmt: skip
+        if restart_from:
+            builder.restart_from = orm.Str(str(restart_from))
+        if daemon:
+            node = submit(builder)
+            click.echo(f'submitted {node.process_label}<{node.pk}>: verdi process list; '
+                       f'aiida-mmtp campaign status {node.pk}')  # fmt: skip
+            return
+        _, node = run_get_node(builder)
+    except ValueError as exc:  # the validator's message names the problem
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f'finished [{node.exit_status}] {node.exit_message or ""}'.rstrip())
+    click.echo(_where(node))
+    if not node.is_finished_ok:
+        raise SystemExit(1)
+
+
+@campaign.command('status')
+@click.argument('identifier', required=False)
+@click.option('-p', '--profile', default=None)
+def status(identifier, profile):
+    """Progress of a campaign (default: the newest): per iteration, candidates, selected, failed, grade, RMSEs."""
+    _load(profile)
+    node = _campaign_node(identifier)
+    state = node.process_state.value if node.process_state else 'unknown'
+    click.echo(f'{node.process_label}<{node.pk}> {node.label}: {state}'
+               + (f' [{node.exit_status}] {node.exit_message or ""}' if node.is_finished else ''))  # fmt: skip
+    extras = node.base.extras.all
+    click.echo(f'stage: {extras.get("stage")}; completed: {", ".join(extras.get("completed_stages", [])) or "none"}; '
+               f'training set: {extras.get("n_training", 0)} configurations')  # fmt: skip
+    header = f'{"#":>3} {"stage":14} {"candidates":>10} {"selected":>8} {"failed":>6} {"max grade":>10} ' \
+             f'{"E meV/at":>9} {"F meV/A":>9} {"T meV/muB":>9}'  # fmt: skip
+    click.echo(header)
+    for k, it in enumerate(extras.get('iterations', []), start=1):
+        click.echo(f'{k:3d} {it["stage"]:14} {it["candidates"]:10d} {it["selected"]:8d} {it["failed"]:6d} '
+                   f'{it["max_grade"]:10.3g} {it.get("rmse_E_meV_per_atom", float("nan")):9.3g} '
+                   f'{it.get("rmse_F_meV_per_A", float("nan")):9.3g} '
+                   f'{it.get("rmse_T_meV_per_mu_B", float("nan")):9.3g}')  # fmt: skip
+    if node.is_finished:
+        click.echo(_where(node))
+
+
+def _output_dir(directory: str | None, node) -> Path:
+    out = Path(directory or f'campaign-{node.pk}')
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@campaign.command('export')
+@click.argument('identifier', required=False)
+@click.option('-o', '--output', 'directory', type=click.Path(file_okay=False), help='Default: campaign-PK.')
+@click.option('-p', '--profile', default=None)
+def export(identifier, directory, profile):
+    """Write the final potential (.mtp), the training set (.cfg, extxyz) and the summary (JSON).
+
+    IDENTIFIER: pk or UUID of the campaign (default: the newest)."""
+    _load(profile)
+    node = _campaign_node(identifier)
+    if 'potential' not in node.outputs:
+        raise click.ClickException(f'campaign {node.pk} has no outputs yet ({node.process_state.value})')
+    out = _output_dir(directory, node)
+    (out / 'potential.mtp').write_text(node.outputs.potential.get_content())
+    node.outputs.training_set.export_cfg(out / 'training_set.cfg')
+    node.outputs.training_set.export_extxyz(out / 'training_set.xyz')
+    (out / 'summary.json').write_text(json.dumps(node.outputs.summary.get_dict(), indent=2) + '\n')
+    for name in ('potential.mtp', 'training_set.cfg', 'training_set.xyz', 'summary.json'):
+        click.echo(out / name)
+
+
+@campaign.command('plot')
+@click.argument('identifier', required=False)
+@click.option('-o', '--output', 'directory', type=click.Path(file_okay=False), help='Default: campaign-PK.')
+@click.option('-p', '--profile', default=None)
+def plot(identifier, directory, profile):
+    """PNG plots: learning curve (selected per iteration) and parity plots of E, F, S, T on the training set.
+
+    IDENTIFIER: pk or UUID of the campaign (default: the newest)."""
+    _load(profile)
+    from .plots import learning_curve, parity_data, parity_plot
+
+    node = _campaign_node(identifier)
+    out = _output_dir(directory, node)
+    iterations = node.base.extras.get('iterations', [])
+    if iterations:
+        click.echo(learning_curve(iterations, out / 'learning_curve.png'))
+    if 'potential' in node.outputs:
+        data = parity_data(node.outputs.potential.get_potential(), node.outputs.training_set.get_configurations())
+        click.echo(parity_plot(data, out / 'parity.png'))
+
+
+@main.command('protocols')
+def protocols():
+    """The protocols of the campaign, with what each one is for."""
+    from ..protocols import list_protocols
+
+    for name, description in list_protocols().items():
+        click.echo(f'{name}: {description}\n')

@@ -1,0 +1,126 @@
+"""Parsers of the engine jobs (``mmtp.train``, ``mmtp.select``, ``mmtp.simulate``): files -> nodes."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from aiida import orm
+from aiida.engine import ExitCode
+from aiida.parsers import Parser
+
+from ..calculations.engine import MmtpSelectCalculation, MmtpSimulateCalculation
+from ..calculations.train import MmtpTrainCalculation
+from ..data.active_set import ActiveSetData
+from ..data.potential import MtpPotentialData
+from ..data.training_set import TrainingSetData
+from ..mtp.cfg_io import read_cfg
+from ..mtp.mtp_io import parse_mtp
+from ..mtp.selection import ActiveSet
+
+__all__ = ['MmtpSelectParser', 'MmtpSimulateParser', 'MmtpTrainParser']
+
+
+class EngineParser(Parser):
+    """Shared reading of retrieved files; a missing file becomes 310 with the log's last line, or 300."""
+
+    def _names(self) -> list[str]:
+        return self.retrieved.base.repository.list_object_names()
+
+    def _missing(self, required: list[str], logs: list[str]) -> ExitCode | None:
+        names = self._names()
+        absent = [name for name in required if name not in names]
+        if not absent:
+            return None
+        for log in logs:
+            lines = [line.strip() for line in self._text(log).splitlines() if line.strip()] if log in names else []
+            if lines:
+                return self.exit_codes.ERROR_COMMAND_FAILED.format(message=lines[-1])
+        return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=', '.join(absent))
+
+    def _text(self, name: str) -> str:
+        return self.retrieved.base.repository.get_object_content(name)
+
+    def _json(self, name: str) -> dict:
+        return json.loads(self._text(name))
+
+    def _configurations(self, name: str, species: list[str]) -> tuple[TrainingSetData | None, np.ndarray]:
+        """The configurations of a retrieved ``.cfg`` without labels (None if it has none), and their grades."""
+        if name not in self._names():
+            return None, np.zeros(0)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(self._text(name))
+            configs = [cfg.clear_labels() for cfg in read_cfg(path)]
+        if not configs:
+            return None, np.zeros(0)
+        grades = np.array([float(cfg.features.get('MV_grade', 'nan')) for cfg in configs])
+        return TrainingSetData(configs, species), grades
+
+    def _active_set(self, name: str) -> ActiveSetData:
+        return ActiveSetData(ActiveSet.load(io.BytesIO(self.retrieved.base.repository.get_object_content(name, 'rb'))))
+
+
+class MmtpTrainParser(EngineParser):
+    """``output.mtp`` -> ``potential``; ``report.json`` -> ``report``; ``output.als`` -> ``active_set``."""
+
+    def parse(self, **kwargs) -> ExitCode | None:
+        calc = MmtpTrainCalculation
+        failed = self._missing([calc._POTENTIAL_OUT, calc._REPORT], [calc._LOG])
+        if failed:
+            return failed
+        potential = parse_mtp(self._text(calc._POTENTIAL_OUT).splitlines(), calc._POTENTIAL_OUT)
+        self.out('potential', MtpPotentialData(potential))
+        self.out('report', orm.Dict(self._json(calc._REPORT)))
+        settings = self.node.inputs.settings.get_dict() if 'settings' in self.node.inputs else {}
+        if settings.get('active_set'):
+            failed = self._missing([calc._ALS_OUT], [calc._SELECT_LOG])
+            if failed:
+                return failed
+            self.out('active_set', self._active_set(calc._ALS_OUT))
+        return None
+
+
+class MmtpSelectParser(EngineParser):
+    """``output.als`` -> ``active_set``; ``selected.cfg`` -> ``selected`` (if any); ``select.json`` -> ``report``."""
+
+    def parse(self, **kwargs) -> ExitCode | None:
+        calc = MmtpSelectCalculation
+        failed = self._missing([calc._ALS_OUT, calc._REPORT], [calc._LOG])
+        if failed:
+            return failed
+        self.out('active_set', self._active_set(calc._ALS_OUT))
+        report = self._json(calc._REPORT)
+        if 'candidates' in self.node.inputs:
+            selected, _ = self._configurations(calc._SELECTED, self.node.inputs.potential.species)
+            if selected is not None:
+                self.out('selected', selected)
+        self.out('report', orm.Dict(report))
+        return None
+
+
+class MmtpSimulateParser(EngineParser):
+    """``final.cfg`` -> ``final``; ``preselected.cfg`` -> ``preselected`` (with ``grades``); the JSON report."""
+
+    def parse(self, **kwargs) -> ExitCode | None:
+        calc = MmtpSimulateCalculation
+        failed = self._missing([calc._FINAL, calc._REPORT], [calc._LOG])
+        if failed:
+            return failed
+        species = self.node.inputs.potential.species
+        final, _ = self._configurations(calc._FINAL, species)
+        if final is None:
+            return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=f'configuration in {calc._FINAL}')
+        self.out('final', final)
+        preselected, grades = self._configurations(calc._PRESELECTED, species)
+        if preselected is not None:
+            preselected.set_array('grades', grades)
+            self.out('preselected', preselected)
+        if calc._TRAJECTORY in self._names():
+            content = self.retrieved.base.repository.get_object_content(calc._TRAJECTORY, 'rb')
+            self.out('trajectory', orm.SinglefileData(io.BytesIO(content), filename=calc._TRAJECTORY))
+        self.out('report', orm.Dict(self._json(calc._REPORT)))
+        return None

@@ -1,0 +1,102 @@
+"""Calcfunctions of the active-learning workflows: cheap transforms only (states, subsets), with provenance."""
+
+from __future__ import annotations
+
+import numpy as np
+from aiida import orm
+from aiida.engine import calcfunction
+
+from ..data.training_set import TrainingSetData
+from ..mtp.configuration import Configuration
+from ..mtp.structures import initial_configurations
+
+__all__ = ['configurations', 'generate_configurations', 'structure_to_configuration', 'subset']
+
+#: Keys of the ``parameters`` of :func:`generate_configurations` and their defaults (the paper's recipe).
+GENERATION = {
+    'species': None,  # element names in the potential's type order (required)
+    'moments': None,  # {element: initial moment size, mu_B} of the magnetic species (required)
+    'scales': [1.0],  # isotropic lattice scale factors
+    'states': ['FM', 'AFM', 'random'],  # for every cell, or {cell name: [states]}
+    'n_random': 4,  # random 50/50 states per cell and scale
+    'n_displaced': 0,  # copies with every atom displaced, per state
+    'displacement': 0.05,  # A, uniform in +-displacement per axis
+    'n_perturbed': 0,  # copies with every moment scaled by up to +-perturbation
+    'perturbation': 0.15,
+    'seed': 0,
+}
+
+
+def structure_to_configuration(structure: orm.StructureData, species: list[str]) -> Configuration:
+    """The cell and atoms of ``structure`` (A), types indexing ``species``; ValueError for unknown elements."""
+    kinds = {kind.name: kind.symbol for kind in structure.kinds}
+    symbols = [kinds[site.kind_name] for site in structure.sites]
+    unknown = sorted(set(symbols) - set(species))
+    if unknown:
+        raise ValueError(f'the structure has {", ".join(unknown)}, the potential is for {", ".join(species)}')
+    return Configuration(
+        positions=np.array([site.position for site in structure.sites]),
+        types=[species.index(s) for s in symbols],
+        cell=np.array(structure.cell),
+    )
+
+
+def generation_settings(parameters: dict) -> dict:
+    """``parameters`` completed with :data:`GENERATION`; ValueError for unknown or missing keys."""
+    unknown = sorted(set(parameters) - set(GENERATION))
+    if unknown:
+        raise ValueError(f'unknown generation parameters: {", ".join(unknown)} (known: {", ".join(GENERATION)})')
+    p = {**GENERATION, **parameters}
+    for key in ('species', 'moments'):
+        if not p[key]:
+            raise ValueError(f'the generation parameter `{key}` is required')
+    return p
+
+
+def configurations(cells: dict[str, Configuration], parameters: dict) -> list[Configuration]:
+    """The recipe of :data:`GENERATION` applied to named cells (in name order); no AiiDA involved."""
+    p = generation_settings(parameters)
+    species = list(p['species'])
+    names = sorted(cells)
+    states = p['states']
+    if isinstance(states, dict):
+        unknown = sorted(set(states) - set(names))
+        if unknown:
+            raise ValueError(f'states given for unknown cells {", ".join(unknown)} (cells: {", ".join(names)})')
+        states = [tuple(states.get(name, ())) for name in names]
+    magnitude = {species.index(el): float(m) for el, m in p['moments'].items()}
+    return initial_configurations(
+        [cells[name] for name in names], magnitude, scales=[float(x) for x in p['scales']],
+        n_random=int(p['n_random']), n_displaced=int(p['n_displaced']), displacement=float(p['displacement']),
+        n_perturbed=int(p['n_perturbed']), perturbation=float(p['perturbation']), seed=int(p['seed']),
+        states=states, names=names,
+    )  # fmt: skip
+
+
+@calcfunction
+def generate_configurations(parameters: orm.Dict, **structures: orm.StructureData) -> TrainingSetData:
+    """Unlabelled configurations with target moments (mu_B) by the paper's recipe, seeded and recorded.
+
+    ``parameters``: see :data:`GENERATION`. Each structure (in the order of its link label) is scaled,
+    given FM, layered AFM and random 50/50 states, displaced and its moments perturbed
+    (:func:`aiida_mmtp.mtp.structures.initial_configurations`). The attribute ``origins`` says, per
+    configuration, which cell, scale, state, displacement and perturbation it is.
+    """
+    species = list(generation_settings(parameters.get_dict())['species'])
+    cells = {name: structure_to_configuration(s, species) for name, s in structures.items()}
+    configs = configurations(cells, parameters.get_dict())
+    if not configs:
+        raise ValueError(f'no configurations: no cell has any of the states {parameters["states"]}')
+    out = TrainingSetData(configs, species)
+    out.base.attributes.set('origins', [cfg.features['origin'] for cfg in configs])
+    return out
+
+
+@calcfunction
+def subset(configurations: TrainingSetData, indices: orm.List) -> TrainingSetData:
+    """The configurations at ``indices`` (0-based, in that order), labels and sources kept."""
+    configs = configurations.get_configurations()
+    sources = configurations.sources
+    keep = [int(k) for k in indices.get_list()]
+    return TrainingSetData([configs[k] for k in keep], configurations.species,
+                           fidelity=configurations.fidelity, sources=[sources[k] for k in keep])  # fmt: skip

@@ -1,0 +1,181 @@
+"""``ActiveLearningIterationWorkChain`` (entry point ``mmtp.al_iteration``): explore -> select -> label -> refit.
+
+One iteration of the paper's loop: simulate with the current potential,
+grading on the fly (:class:`ExploreWorkChain`); select by maxvol among the
+preselected configurations, at most ``max_selected``
+(:class:`MmtpSelectCalculation`); label them by cDFT
+(:class:`CdftLabelWorkChain`), failures recorded, never trained on; add the
+labels to the training set; refit and rebuild the active set
+(:class:`FitWorkChain`). When nothing is selected, the iteration returns the
+potential, active set and training set it was given: the loop has converged
+for these simulations.
+"""
+
+from __future__ import annotations
+
+from aiida import orm
+from aiida.common import AttributeDict
+from aiida.engine import ToContext, WorkChain, if_
+
+from ..calculations.cdft import check_run
+from ..calculations.engine import MmtpSelectCalculation
+from ..calculations.functions import merge_training_sets
+from ..data.active_set import ActiveSetData
+from ..data.potential import MtpPotentialData
+from ..data.training_set import TrainingSetData
+from .explore import ExploreWorkChain
+from .fit import FitWorkChain, rmse_summary
+from .functions import subset
+from .label import CdftLabelWorkChain
+
+__all__ = ['ActiveLearningIterationWorkChain', 'unlabelable']
+
+
+def unlabelable(configurations: TrainingSetData, label_inputs) -> dict[int, str]:
+    """Configurations the cDFT job would refuse (e.g. overlapping spheres after MD): index -> reason."""
+    abinit = label_inputs['cdft']['abinit']
+    params = abinit['parameters'].get_dict()
+    pseudos = dict(abinit.get('pseudos', {}))
+    species = configurations.species
+    refused = {}
+    for k, cfg in enumerate(configurations.get_configurations()):
+        symbols = [species[t] for t in cfg.types]
+        problem = check_run(symbols, cfg.cell, cfg.positions, cfg.moments, params, pseudos)
+        if problem:
+            refused[k] = problem
+    return refused
+
+
+class ActiveLearningIterationWorkChain(WorkChain):
+    """Explore with the potential, select by maxvol, label by cDFT, refit."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input('code', valid_type=orm.AbstractCode, help='The engine (`mmtp`) code.')
+        spec.input('potential', valid_type=MtpPotentialData, help='The fitted potential.')
+        spec.input('active_set', valid_type=ActiveSetData, help='Its active set.')
+        spec.input('training_set', valid_type=TrainingSetData, help='The labelled set it was fitted to.')
+        spec.input('configurations', valid_type=TrainingSetData, help='Starting configurations of the simulations.')
+        spec.input('simulation', valid_type=orm.Dict, help='Parameters of mmtp.simulate (kind, gammas, steps...).')
+        spec.input('max_selected', valid_type=orm.Int, default=lambda: orm.Int(20), help='Selection cap.')
+        spec.input('max_jobs', valid_type=orm.Int, default=lambda: orm.Int(1), help='Simulation jobs at a time.')
+        spec.input('train_settings', valid_type=orm.Dict, required=False, help='Settings of mmtp.train.')
+        spec.input('engine_options', valid_type=orm.Dict, required=False,
+                   help='metadata.options of the engine jobs (resources, walltime, queue).')  # fmt: skip
+        spec.expose_inputs(CdftLabelWorkChain, namespace='label', exclude=('configurations',))
+        spec.outline(
+            cls.explore,
+            cls.select,
+            if_(cls.has_selected)(cls.label, cls.refit),
+            cls.results,
+        )
+        spec.output('potential', valid_type=MtpPotentialData, help='The refitted potential (or the one given).')
+        spec.output('active_set', valid_type=ActiveSetData, help='Its active set.')
+        spec.output('training_set', valid_type=TrainingSetData, help='The training set with the new labels.')
+        spec.output('selected', valid_type=TrainingSetData, required=False, help='What maxvol selected.')
+        spec.output('summary', valid_type=orm.Dict, help='candidates, selected, labelled, failed, max grade, RMSEs.')
+        spec.exit_code(401, 'ERROR_EXPLORE_FAILED', message='The exploration failed: {message}')
+        spec.exit_code(402, 'ERROR_SELECT_FAILED', message='The selection failed: {message}')
+        spec.exit_code(403, 'ERROR_LABELLING_FAILED', message='No selected configuration could be labelled: {message}')
+        spec.exit_code(404, 'ERROR_FIT_FAILED', message='The refit failed: {message}')
+
+    def _options(self) -> dict:
+        return {'options': self.inputs.engine_options.get_dict()} if 'engine_options' in self.inputs else {}
+
+    def explore(self):
+        self.ctx.summary = {'candidates': 0, 'selected': 0, 'labelled': 0, 'failed': 0, 'max_grade': 0.0}
+        simulate = {'code': self.inputs.code, 'potential': self.inputs.potential, 'active_set': self.inputs.active_set,
+                    'configurations': self.inputs.configurations, 'parameters': self.inputs.simulation,
+                    'metadata': self._options()}  # fmt: skip
+        node = self.submit(ExploreWorkChain, simulate=simulate, max_jobs=self.inputs.max_jobs)
+        return ToContext(explore=node)
+
+    @staticmethod
+    def _why(node) -> str:
+        return f'{node.process_label}<{node.pk}>: {node.exit_message or node.process_state.value}'
+
+    def select(self):
+        node = self.ctx.explore
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_EXPLORE_FAILED.format(message=self._why(node))
+        report = node.outputs.report.get_dict()
+        self.ctx.summary.update(candidates=report['preselected'], max_grade=report['max_grade'],
+                                stopped_by_extrapolation=report['stopped_by_extrapolation'])  # fmt: skip
+        if 'preselected' not in node.outputs:
+            self.report(f'nothing preselected (max grade {report["max_grade"]:.3g})')
+            return None
+        inputs = {'code': self.inputs.code, 'potential': self.inputs.potential, 'active_set': self.inputs.active_set,
+                  'candidates': node.outputs.preselected,
+                  'parameters': orm.Dict({'max_selected': self.inputs.max_selected.value}),
+                  'metadata': self._options()}  # fmt: skip
+        return ToContext(select=self.submit(MmtpSelectCalculation, **inputs))
+
+    def has_selected(self) -> bool:
+        if 'select' not in self.ctx:
+            return False
+        node = self.ctx.select
+        if not node.is_finished_ok:
+            self.ctx.failed_step = self.exit_codes.ERROR_SELECT_FAILED.format(message=self._why(node))
+            return False
+        has = 'selected' in node.outputs
+        self.ctx.summary['selected'] = len(node.outputs.selected) if has else 0
+        self.report(f'{self.ctx.summary["selected"]} of {self.ctx.summary["candidates"]} candidates selected')
+        return has
+
+    def label(self):
+        selected = self.ctx.select.outputs.selected
+        self.out('selected', selected)
+        inputs = AttributeDict(self.exposed_inputs(CdftLabelWorkChain, 'label'))
+        refused = unlabelable(selected, inputs)
+        if refused:
+            for k, why in refused.items():
+                self.report(f'selected configuration {k + 1} cannot be labelled and is left out: {why}')
+            self.ctx.summary['refused'] = {str(k): why for k, why in refused.items()}
+            keep = [k for k in range(len(selected)) if k not in refused]
+            if not keep:
+                self.ctx.summary['failed'] = len(refused)
+                return None
+            selected = subset(selected, orm.List(keep))
+        inputs.configurations = selected
+        return ToContext(label=self.submit(CdftLabelWorkChain, **inputs))
+
+    def refit(self):
+        summary = self.ctx.summary
+        node = self.ctx.get('label')
+        if node is None or 'training_set' not in node.outputs:
+            message = self._why(node) if node is not None else 'every selected configuration was refused'
+            self.ctx.failed_step = self.exit_codes.ERROR_LABELLING_FAILED.format(message=message)
+            return None
+        failures = node.outputs.failures.get_dict()
+        summary['labelled'] = len(node.outputs.training_set)
+        summary['failed'] = failures['n_failed'] + len(summary.get('refused', {}))
+        self.ctx.training_set = merge_training_sets(a=self.inputs.training_set, b=node.outputs.training_set)
+        train = {'code': self.inputs.code, 'potential': self.inputs.potential, 'training_set': self.ctx.training_set,
+                 'metadata': self._options()}  # fmt: skip
+        if 'train_settings' in self.inputs:
+            train['settings'] = self.inputs.train_settings
+        return ToContext(fit=self.submit(FitWorkChain, train=train))
+
+    def results(self):
+        if 'failed_step' in self.ctx:
+            return self.ctx.failed_step
+        if 'fit' in self.ctx:
+            node = self.ctx.fit
+            if not node.is_finished_ok:
+                return self.exit_codes.ERROR_FIT_FAILED.format(message=self._why(node))
+            self.out('potential', node.outputs.potential)
+            self.out('active_set', node.outputs.active_set)
+            self.out('training_set', self.ctx.training_set)
+            self.ctx.summary.update(rmse_summary(node.outputs.report.get_dict()))
+        else:
+            self.out('potential', self.inputs.potential)
+            self.out('active_set', self.inputs.active_set)
+            self.out('training_set', self.inputs.training_set)
+        summary = self.ctx.summary
+        summary['training_set_size'] = len(self.outputs['training_set'])
+        self.out('summary', orm.Dict(summary).store())
+        self.node.base.extras.set_many({k: v for k, v in summary.items() if k != 'refused'})
+        self.report(f'{summary["candidates"]} candidates, {summary["selected"]} selected, {summary["labelled"]} '
+                    f'labelled, {summary["failed"]} failed; training set {summary["training_set_size"]}')  # fmt: skip
+        return None

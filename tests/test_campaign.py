@@ -1,0 +1,204 @@
+"""The active-learning campaign (``mmtp.campaign``) with the real ``abinit`` on the embedded profile.
+
+- bad inputs are refused before anything runs, with a message that says what is wrong;
+- the ``fast`` protocol runs to convergence (the last iteration of every stage selects nothing), and the
+  provenance holds: every label links back to the cDFT run that made it, the final potential to the
+  training set and the fit that produced it;
+- a campaign stopped mid-way continues with ``restart_from`` without relabelling any configuration.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def codes(aiida_code_installed, aiida_profile):
+    from aiida_mmtp.data.pseudo import install_nc_family
+
+    exe = shutil.which('abinit')
+    if exe is None:
+        pytest.fail('ABINIT is not installed: scripts/bootstrap.sh installs it (apt-get install abinit abinit-data)')
+    install_nc_family()
+    abinit = aiida_code_installed(label='abinit', default_calc_job_plugin='mmtp.abinit.cdft', filepath_executable=exe,
+                                  prepend_text='export OMP_NUM_THREADS=1')  # fmt: skip
+    mmtp = aiida_code_installed(label='mmtp', default_calc_job_plugin='mmtp.train',
+                                filepath_executable=str(Path(sys.executable).with_name('mmtp')))  # fmt: skip
+    return abinit, mmtp
+
+
+def fast_builder(codes, **overrides):
+    from aiida_mmtp.workchains.campaign import CampaignWorkChain
+
+    return CampaignWorkChain.get_builder_from_protocol(*codes, protocol='fast', overrides=overrides)
+
+
+def processes() -> int:
+    from aiida import orm
+
+    return orm.QueryBuilder().append(orm.ProcessNode).count()
+
+
+@pytest.mark.parametrize(
+    ('moments', 'message'),
+    [({'Cr': 0.0}, 'no magnetic species'), ({}, 'no magnetic species'),
+     ({'Fe': 2.0}, 'magnetic species Fe not in the structures')],
+)  # fmt: skip
+def test_no_magnetic_species_is_refused(codes, moments, message):
+    from aiida import orm
+    from aiida.engine import run
+
+    builder = fast_builder(codes)
+    builder.magnetic_moments = orm.Dict(moments)
+    before = processes()
+    with pytest.raises(ValueError, match=message):
+        run(builder)
+    assert processes() == before  # nothing ran
+
+
+def test_bad_campaign_inputs_are_refused_before_anything_runs(codes):
+    from aiida import orm
+    from aiida.engine import run
+
+    from aiida_mmtp.data import MtpPotentialData
+    from aiida_mmtp.mtp.potential import Potential
+    from aiida_mmtp.workchains.campaign import crn_structure
+
+    before = processes()
+    builder = fast_builder(codes)
+    builder.structures = {'tiny': crn_structure(a=2.4)}  # Cr-N 1.2 A apart, below min_dist 1.7 A
+    with pytest.raises(ValueError, match=r'structure tiny is smaller than the potential allows: .* 1\.200 A apart, '
+                                         r'closer than the potential min_dist 1\.7 A'):  # fmt: skip
+        run(builder)
+
+    stages = [{'name': 'md', 'simulation': {'kind': 'md', 'gamma_low': 12.0, 'gamma_up': 10.0}}]
+    with pytest.raises(ValueError, match=r'stage md: gamma_low \(12.0\) must not exceed gamma_up \(10.0\)'):
+        run(fast_builder(codes, stages=stages))
+
+    builder = fast_builder(codes)
+    builder.potential = MtpPotentialData(Potential.from_level(6, ['Fe', 'Al'], n_psi=2, m_max=[3.0, 0.5]))
+    with pytest.raises(ValueError, match='the potential is for Fe, Al, the structures have Cr, N'):
+        run(builder)
+
+    builder = fast_builder(codes)
+    builder.potential = MtpPotentialData(Potential.from_level(6, ['Cr', 'N'], n_psi=1))
+    with pytest.raises(ValueError, match='the potential is not magnetic'):
+        run(builder)
+
+    builder = fast_builder(codes, cdft={'parameters': {'ratsph': {'Cr': 2.2, 'N': 2.0}}})
+    with pytest.raises(ValueError, match=r'initial configuration 1 \(.*\): .*overlap'):
+        run(builder)
+    assert processes() == before  # nothing ran, nothing was stored as a process
+    assert orm.QueryBuilder().append(orm.CalcJobNode).count() == 0
+
+
+def labelled_by(training_set) -> list:
+    """The CdftCalculation behind each configuration of ``training_set`` (from its ``sources``)."""
+    from aiida import orm
+
+    return [orm.load_node(uuid) for uuid in training_set.sources]
+
+
+def check_provenance(node):
+    """Every label links back to its cDFT run; the potential to the training set and the fit that made it."""
+    from aiida import orm
+
+    training_set, potential = node.outputs.training_set, node.outputs.potential
+    runs = labelled_by(training_set)
+    assert len(runs) == len(training_set) and all(r.process_label == 'CdftCalculation' for r in runs)
+    assert all(r.is_finished_ok for r in runs)  # failed runs are never trained on
+    ancestors = {
+        n.pk
+        for (n,) in orm.QueryBuilder()
+        .append(orm.Node, filters={'id': training_set.pk}, tag='set')
+        .append(orm.CalcJobNode, with_descendants='set', project='*')
+        .all()
+    }
+    assert {r.pk for r in runs} <= ancestors  # each run is in the set's provenance, not only named
+    for cfg, run in zip(training_set.get_configurations(), runs):  # and the label is that run's output
+        assert np.allclose(cfg.forces, run.outputs.output_arrays.get_array('forces'))
+        assert cfg.energy == pytest.approx(run.outputs.output_parameters['energy'])
+    fit = potential.creator
+    assert fit.process_label == 'MmtpTrainCalculation' and fit.inputs.training_set.uuid == training_set.uuid
+    assert fit.caller.process_label == 'FitWorkChain'
+    assert node.outputs.active_set.creator.pk == fit.pk
+
+
+def check_cli(node, tmp_path):
+    """status, export and plot of the finished campaign, as a user runs them."""
+    from aiida import get_profile
+    from click.testing import CliRunner
+
+    from aiida_mmtp.cli import main
+    from aiida_mmtp.mtp.cfg_io import read_cfg
+    from aiida_mmtp.mtp.mtp_io import read_mtp
+
+    profile = ['-p', get_profile().name]
+    runner = CliRunner()
+    status = runner.invoke(main, ['campaign', 'status', str(node.pk), *profile])
+    assert status.exit_code == 0, status.output
+    assert f'<{node.pk}>' in status.output and 'md-300K' in status.output
+    out = tmp_path / 'results'
+    for command in ('export', 'plot'):
+        done = runner.invoke(main, ['campaign', command, str(node.pk), '-o', str(out), *profile])
+        assert done.exit_code == 0, done.output
+    pot = read_mtp(out / 'potential.mtp')
+    assert np.array_equal(pot.get_params(), node.outputs.potential.get_potential().get_params())
+    assert len(read_cfg(out / 'training_set.cfg')) == len(node.outputs.training_set)
+    for png in ('learning_curve.png', 'parity.png'):
+        assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.slow
+def test_fast_campaign_converges_with_full_provenance(codes, tmp_path):
+    from aiida import orm
+    from aiida.engine import run_get_node
+
+    _, node = run_get_node(fast_builder(codes))
+    assert node.is_finished_ok, node.exit_message
+    summary = node.outputs.summary.get_dict()
+    assert summary['converged'] and summary['completed_stages'] == ['equilibrate', 'md-300K']
+    by_stage = {}
+    for it in summary['iterations']:
+        by_stage.setdefault(it['stage'], []).append(it['selected'])
+    assert all(selected[-1] == 0 for selected in by_stage.values())  # each stage ends selecting nothing
+    assert sum(sum(s) for s in by_stage.values()) > 0  # and the loop did learn something on the way
+    check_provenance(node)
+    # progress is queryable: one labelled node per iteration with its counts in extras
+    iterations = orm.QueryBuilder().append(orm.WorkflowNode, filters={
+        'attributes.process_label': 'ActiveLearningIterationWorkChain'}, project=['label', 'extras']).all()  # fmt: skip
+    assert len(iterations) == len(summary['iterations'])
+    assert all(' selected' in label and 'max_grade' in extras for label, extras in iterations)
+    check_cli(node, tmp_path)
+
+
+@pytest.mark.slow
+def test_stopped_campaign_continues_without_relabelling(codes):
+    from aiida import orm
+    from aiida.engine import run_get_node
+
+    _, first = run_get_node(fast_builder(codes, max_iterations=1))
+    assert first.exit_status == 401, first.exit_message  # stopped mid-way, continue with restart_from
+    done = {r.uuid for r in first.called_descendants if r.process_label == 'CdftCalculation'}
+    labelled = set(first.outputs.training_set.sources)
+    assert labelled and labelled <= done
+
+    builder = fast_builder(codes)
+    builder.restart_from = orm.Str(first.uuid)
+    _, second = run_get_node(builder)
+    assert second.is_finished_ok, second.exit_message
+    assert second.outputs.summary['converged']
+    new_runs = [r for r in second.called_descendants if r.process_label == 'CdftCalculation']
+    final_sources = set(second.outputs.training_set.sources)
+    assert labelled <= final_sources  # every earlier label is reused ...
+    first_positions = [cfg.positions for cfg in first.outputs.training_set.get_configurations()]
+    for run in new_runs:  # ... and none of them was computed again
+        pos = np.array([site.position for site in run.inputs.structure.sites])
+        assert not any(p.shape == pos.shape and np.allclose(p, pos) for p in first_positions)
+    assert 'initial_set' not in {link.link_label for link in second.base.links.get_outgoing().all()}
+    check_provenance(second)
