@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,23 @@ def crn_cells() -> dict[str, Configuration]:
     return {'cubic8': cubic, 'triclinic8': sheared, 'primitive2': prim}
 
 
+def reference_set(n: int, spacing: float = 0.02, amplitude: float = 0.15):
+    """A TrainingSetData of ``n`` CrN cells (a = 4.1 + k * spacing A) labelled by the analytic reference."""
+    from aiida_mmtp.data import TrainingSetData
+    from aiida_mmtp.mtp.reference import MagneticPairPotential
+
+    ref = MagneticPairPotential()
+    configs = [ref.label(magnetic_crn(rocksalt(4.1 + spacing * k), seed=k, amplitude=amplitude)) for k in range(n)]
+    return TrainingSetData(configs, ['Cr', 'N'], fidelity={'code': 'analytic reference'})
+
+
+@pytest.fixture
+def mmtp_code(aiida_code_installed):
+    """The engine's ``mmtp`` command of this environment as a localhost code."""
+    exe = Path(sys.executable).with_name('mmtp')
+    return aiida_code_installed(label='mmtp', default_calc_job_plugin='mmtp.train', filepath_executable=str(exe))
+
+
 @pytest.fixture(scope='session')
 def reference_dir() -> Path:
     if not REFERENCE.exists():
@@ -62,4 +80,4 @@ def reference_dir() -> Path:
     return REFERENCE
 
 
-__all__ = ['crn_cells', 'magnetic_crn', 'random_potential', 'supercell']
+__all__ = ['crn_cells', 'magnetic_crn', 'random_potential', 'reference_set', 'supercell']

@@ -3,30 +3,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-from conftest import magnetic_crn
+from conftest import reference_set
 
 from aiida_mmtp.mtp.potential import Potential
-from aiida_mmtp.mtp.reference import MagneticPairPotential
 from aiida_mmtp.mtp.structures import rocksalt
-
-
-@pytest.fixture
-def mmtp_code(aiida_code_installed):
-    exe = Path(sys.executable).with_name('mmtp')
-    return aiida_code_installed(label='mmtp', default_calc_job_plugin='mmtp.train', filepath_executable=str(exe))
-
-
-def labelled_set(n=10):
-    from aiida_mmtp.data import TrainingSetData
-
-    ref = MagneticPairPotential()
-    configs = [ref.label(magnetic_crn(rocksalt(4.1 + 0.01 * k), seed=k, amplitude=0.05)) for k in range(n)]
-    return TrainingSetData(configs, ['Cr', 'N'], fidelity={'code': 'analytic reference'})
 
 
 def start_configurations():
@@ -49,7 +31,7 @@ def fitted(mmtp_code):
     from aiida_mmtp.workchains.fit import FitWorkChain
 
     start = MtpPotentialData(Potential.from_level(6, ['Cr', 'N'], n_phi=3, n_psi=2, m_max=[3.2, 0.6]))
-    training_set = labelled_set()
+    training_set = reference_set(10, spacing=0.01, amplitude=0.05)
     from aiida import orm
 
     results, node = run_get_node(FitWorkChain, train={'code': mmtp_code, 'potential': start,

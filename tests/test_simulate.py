@@ -11,7 +11,7 @@ from aiida_mmtp.mtp.fit import fit
 from aiida_mmtp.mtp.potential import Potential
 from aiida_mmtp.mtp.reference import MagneticPairPotential
 from aiida_mmtp.mtp.selection import ActiveSet
-from aiida_mmtp.mtp.simulate import Grader, equilibrate_moments, relax, run_md
+from aiida_mmtp.mtp.simulate import Grader, check_min_dist, equilibrate_moments, relax, run_md
 from aiida_mmtp.mtp.structures import rattle, rocksalt
 
 AFM = np.array([2.4, 0.0, -2.4, 0.0, 2.4, 0.0, -2.4, 0.0])
@@ -104,14 +104,22 @@ def test_nvt_holds_temperature(trained):
     assert 250 < temperature < 900
 
 
-def test_collapse_stops_the_run_and_keeps_what_was_found(trained):
+def test_atoms_below_min_dist_stop_the_run_and_are_never_preselected(trained):
+    """Below R_min the potential is outside its domain and no cDFT run (non-overlapping spheres) could label it."""
     pot, train = trained
     start = afm_cell()
-    start.positions[1] = start.positions[0] + [0.9, 0.0, 0.0]  # evaluable now, far outside the training set
+    start.positions[1] = start.positions[0] + [0.9 * pot.r_min, 0.0, 0.0]
     grader = Grader(pot, ActiveSet.build(pot, train), gamma_low=1.0, gamma_up=1e12)
-    _, report = run_md(pot, start, grader, temperature=3000, timestep=5.0, steps=300, seed=0)
-    assert report.stop_reason == 'finished' or report.stop_reason.startswith('failed: ')
-    assert len(grader.preselected) == report.n_preselected > 0
+    _, report = run_md(pot, start, grader, temperature=300, timestep=1.0, steps=20, seed=0)
+    assert report.stop_reason == f'failed: atoms 1 and 2 are {0.9 * pot.r_min:.3f} A apart, closer than the ' \
+                                 f'potential min_dist {pot.r_min} A'  # fmt: skip
+    assert grader.preselected == []
+    # a hot run from a squeezed (but legal) cell: whatever it preselects lies inside the potential's domain
+    squeezed = afm_cell(a=3.6)
+    _, report = run_md(pot, squeezed, grader, temperature=3000, timestep=5.0, steps=100, seed=0)
+    assert report.stop_reason == 'finished' or report.stop_reason.startswith('failed: atoms')
+    for cfg in grader.preselected:
+        check_min_dist(pot, cfg)  # raises if any pair is closer than R_min
 
 
 def test_unnamed_species_are_refused(trained):

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-from conftest import magnetic_crn
+from conftest import magnetic_crn, reference_set
 
 from aiida_mmtp.mtp.potential import Potential
-from aiida_mmtp.mtp.reference import MagneticPairPotential
 from aiida_mmtp.mtp.structures import rocksalt
-
-
-@pytest.fixture
-def mmtp_code(aiida_code_installed):
-    exe = Path(sys.executable).with_name('mmtp')
-    return aiida_code_installed(label='mmtp', default_calc_job_plugin='mmtp.train', filepath_executable=str(exe))
-
-
-def labelled_set(n=6):
-    from aiida_mmtp.data import TrainingSetData
-
-    ref = MagneticPairPotential()
-    configs = [ref.label(magnetic_crn(rocksalt(4.1 + 0.02 * k), seed=k)) for k in range(n)]
-    return TrainingSetData(configs, ['Cr', 'N'], fidelity={'code': 'analytic reference'})
 
 
 def test_fit_runs_as_a_job_and_links_potential_to_training_set(mmtp_code):
@@ -36,7 +18,7 @@ def test_fit_runs_as_a_job_and_links_potential_to_training_set(mmtp_code):
     from aiida_mmtp.data import MtpPotentialData
 
     start = MtpPotentialData(Potential.from_level(6, ['Cr', 'N'], n_psi=2, m_max=[3.2, 0.6]))
-    training_set = labelled_set()
+    training_set = reference_set(6)
     results, node = run_get_node(MmtpTrainCalculation, code=mmtp_code, potential=start, training_set=training_set,
                                  settings=orm.Dict({'max_iter': 30, 'weights': [1, 0.01, 0.001, 0.1]}))  # fmt: skip
     assert node.is_finished_ok, node.exit_message
@@ -56,7 +38,7 @@ def test_bad_fit_inputs_are_refused_before_running(mmtp_code):
 
     other = MtpPotentialData(Potential.from_level(6, ['Fe', 'Al'], n_psi=2, m_max=[3.0, 0.5]))
     with pytest.raises(ValueError, match=r"the potential is for \['Fe', 'Al'\], the training set for \['Cr', 'N'\]"):
-        run(MmtpTrainCalculation, code=mmtp_code, potential=other, training_set=labelled_set(2))
+        run(MmtpTrainCalculation, code=mmtp_code, potential=other, training_set=reference_set(2))
     unlabelled = TrainingSetData([magnetic_crn(rocksalt(4.15), seed=1)], ['Cr', 'N'])
     start = MtpPotentialData(Potential.from_level(6, ['Cr', 'N'], n_psi=2, m_max=[3.2, 0.6]))
     with pytest.raises(ValueError, match='1 of 1 configurations have no energy label'):

@@ -28,6 +28,7 @@ from .ase_io import atoms_to_configuration, configuration_to_atoms
 from .calculator import MtpCalculator, ase_results
 from .configuration import Configuration
 from .evaluate import Result, evaluate
+from .neighbors import neighbor_list
 from .potential import Potential
 from .selection import ActiveSet
 
@@ -35,6 +36,8 @@ __all__ = [
     'Extrapolation',
     'Grader',
     'RunReport',
+    'TooClose',
+    'check_min_dist',
     'equilibrate_moments',
     'relax',
     'run_md',
@@ -49,6 +52,20 @@ class Extrapolation(Exception):
     def __init__(self, gamma: float) -> None:
         super().__init__(f'extrapolation grade {gamma:.3g} above gamma_up')
         self.gamma = gamma
+
+
+class TooClose(ValueError):
+    """Two atoms closer than the potential's min_dist (R_min)."""
+
+
+def check_min_dist(pot: Potential, cfg: Configuration) -> None:
+    """Raise :class:`TooClose` naming the pair when two atoms of ``cfg`` are closer than ``pot.r_min`` (A)."""
+    offsets, nbr, vec = neighbor_list(cfg.positions, cfg.cell, pot.r_min)
+    if len(nbr):
+        p = int(np.argmin((vec**2).sum(axis=1)))
+        i = int(np.searchsorted(offsets, p, side='right') - 1)
+        raise TooClose(f'atoms {i + 1} and {int(nbr[p]) + 1} are {np.linalg.norm(vec[p]):.3f} A apart, '
+                       f'closer than the potential min_dist {pot.r_min} A')  # fmt: skip
 
 
 @dataclass
@@ -82,9 +99,15 @@ class Grader:
         self.run_max_grade = 0.0
 
     def grade(self, cfg: Configuration, res: Result) -> float:
-        """gamma of ``cfg`` from an evaluation with ``gradient=True``; may raise :class:`Extrapolation`."""
+        """gamma of ``cfg`` from an evaluation with ``gradient=True``; may raise :class:`Extrapolation`.
+
+        With an active set, raises :class:`TooClose` (a ValueError: the run stops as failed, nothing
+        is preselected) when two atoms are closer than the potential's min_dist: outside the potential's
+        domain, and no cDFT run with non-overlapping atomic spheres could label it.
+        """
         if self.active_set is None:
             return 0.0
+        check_min_dist(self.pot, cfg)
         gamma = float(self.active_set.grades(res.grad / cfg.natoms)[0])
         self.n_graded += 1
         self.max_grade = max(self.max_grade, gamma)

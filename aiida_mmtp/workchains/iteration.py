@@ -143,9 +143,11 @@ class ActiveLearningIterationWorkChain(WorkChain):
     def refit(self):
         summary = self.ctx.summary
         node = self.ctx.get('label')
-        if node is None or 'training_set' not in node.outputs:
-            message = self._why(node) if node is not None else 'every selected configuration was refused'
-            self.ctx.failed_step = self.exit_codes.ERROR_LABELLING_FAILED.format(message=message)
+        if node is None:  # every selected configuration was refused before any cDFT run: recorded, nothing to fit
+            self.report('no selected configuration can be labelled: the potential stays as it was')
+            return None
+        if 'training_set' not in node.outputs:
+            self.ctx.failed_step = self.exit_codes.ERROR_LABELLING_FAILED.format(message=self._why(node))
             return None
         failures = node.outputs.failures.get_dict()
         summary['labelled'] = len(node.outputs.training_set)

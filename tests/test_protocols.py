@@ -1,0 +1,66 @@
+"""Protocols: merging rules, and that each protocol gives a valid campaign with the documented settings."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from aiida_mmtp.protocols import get_protocol_inputs, list_protocols, recursive_merge
+
+
+def test_merge_replaces_lists_merges_dicts_and_drops_null():
+    base = {'a': {'x': 1, 'y': [1, 2]}, 'b': 2, 'c': {'z': 3}}
+    out = recursive_merge(base, {'a': {'y': [3]}, 'c': None, 'd': 4})
+    assert out == {'a': {'x': 1, 'y': [3]}, 'b': 2, 'd': 4}
+    assert base['c'] == {'z': 3}  # the base is not changed
+
+
+def test_protocols_are_listed_and_an_unknown_one_is_named():
+    assert set(list_protocols()) == {'fast', 'balanced', 'paper'}
+    with pytest.raises(ValueError, match="unknown protocol 'quick': choose from fast, balanced, paper"):
+        get_protocol_inputs('campaign', 'quick')
+    fast = get_protocol_inputs('campaign', 'fast', {'cdft': {'parameters': {'ecut': 12}}})
+    assert fast['cdft']['parameters']['ecut'] == 12 and fast['cdft']['parameters']['ratsph'] == {'Cr': 2.0, 'N': 1.5}
+
+
+@pytest.fixture
+def codes(aiida_code_installed, aiida_profile):
+    from aiida_mmtp.data.pseudo import install_nc_family, install_paw_family
+
+    install_nc_family()
+    install_paw_family()
+    abinit = aiida_code_installed(label='abinit', default_calc_job_plugin='mmtp.abinit.cdft',
+                                  filepath_executable=shutil.which('abinit') or '/usr/bin/abinit')  # fmt: skip
+    mmtp = aiida_code_installed(label='mmtp', default_calc_job_plugin='mmtp.train',
+                                filepath_executable=str(Path(sys.executable).with_name('mmtp')))  # fmt: skip
+    return abinit, mmtp
+
+
+@pytest.mark.parametrize(
+    ('protocol', 'cells', 'n_params', 'n_initial'),
+    [('fast', {'primitive': 2, 'conventional': 8}, 52, 12), ('balanced', {'conventional': 8}, 319, 162),
+     ('paper', {'supercell': 64}, 606, 162)],
+)  # fmt: skip
+def test_each_protocol_builds_a_valid_campaign(codes, protocol, cells, n_params, n_initial):
+
+    from aiida_mmtp.workchains.campaign import CampaignWorkChain, validate_inputs
+    from aiida_mmtp.workchains.functions import configurations, structure_to_configuration
+
+    builder = CampaignWorkChain.get_builder_from_protocol(*codes, protocol=protocol)
+    assert {k: len(s.sites) for k, s in builder.structures.items()} == cells
+    assert builder.potential.n_params == n_params
+    assert builder.label.cdft.abinit.parameters['constrained'] == ['Cr', 'N']
+    inputs = dict(builder._inputs(prune=True))
+    assert validate_inputs(inputs, None) is None
+    species = builder.potential.species
+    gen = {**builder.initial.get_dict(), 'species': species, 'moments': builder.magnetic_moments.get_dict()}
+    cfgs = configurations({k: structure_to_configuration(s, species) for k, s in builder.structures.items()}, gen)
+    assert len(cfgs) == n_initial
+    if protocol == 'paper':
+        params = builder.label.cdft.abinit.parameters.get_dict()
+        assert params['dftu'] == {'Cr': [2, 3.0, 0.0]} and params['ecut'] == 25
+        assert all(p.filename.endswith('.xml') for p in builder.label.cdft.abinit.pseudos.values())  # PAW
+        assert builder.potential.base.attributes.get('moment_ranges')[1][1] == pytest.approx(0.1)
