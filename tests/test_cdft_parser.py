@@ -23,12 +23,13 @@ def parse_run(aiida_profile, aiida_localhost):
 
     from aiida_mmtp.calculations.cdft import moments_node
 
-    def parse(name, moments=(2.0, 0.0), scheduler_status=None, **parameters):
-        structure = orm.StructureData(cell=CELL)
-        structure.append_atom(position=(0, 0, 0), symbols='Cr')
-        structure.append_atom(position=tuple(CELL.sum(axis=0) / 2), symbols='N')
+    def parse(name, moments=(2.0, 0.0), scheduler_status=None, structure=None, mesh=(2, 2, 2), **parameters):
+        if structure is None:
+            structure = orm.StructureData(cell=CELL)
+            structure.append_atom(position=(0, 0, 0), symbols='Cr')
+            structure.append_atom(position=tuple(CELL.sum(axis=0) / 2), symbols='N')
         kpoints = orm.KpointsData()
-        kpoints.set_kpoints_mesh([2, 2, 2], [0.5, 0.5, 0.5])
+        kpoints.set_kpoints_mesh(list(mesh), [0.5, 0.5, 0.5] if mesh == (2, 2, 2) else [0, 0, 0])
         inputs = {'structure': structure, 'moments': moments_node(moments), 'kpoints': kpoints,
                   'parameters': orm.Dict({**PARAMETERS, **parameters})}  # fmt: skip
         node = orm.CalcJobNode(computer=aiida_localhost, process_type='aiida.calculations:mmtp.abinit.cdft')
@@ -109,3 +110,33 @@ def test_output_of_other_targets_is_refused(parse_run):
     assert status == 313 and 'wrote [2.0, 0.0]' in message
     results, status, _ = parse_run('negative', moments=(-2.0, 0.0), spin_flip=False)
     assert status == 0 and results['output_parameters']['spin_flipped'] is False
+
+
+def structure_of(name):
+    """The cell and atoms written in ``name``.abi (rprim in A with acell 1, xred), as a StructureData."""
+    from aiida import orm
+
+    lines = (DATA / f'{name}.abi').read_text().splitlines()
+    natom = int(next(line.split()[1] for line in lines if line.startswith('natom')))
+    typat = [int(t) for t in next(line for line in lines if line.startswith('typat')).split()[1:]]
+    rprim = np.array([[float(x) for x in lines[lines.index('rprim') + 1 + k].split()] for k in range(3)])
+    xred = np.array([[float(x) for x in lines[lines.index('xred') + 1 + k].split()] for k in range(natom)])
+    structure = orm.StructureData(cell=rprim)
+    for frac, t in zip(xred, typat):
+        structure.append_atom(position=tuple(frac @ rprim), symbols=('Cr', 'N')[t - 1])
+    return structure
+
+
+def test_all_zero_targets_are_not_a_mismatch(parse_run):
+    """ABINIT leaves an all-zero spinat out of its echo: the run is on target, not of other targets."""
+    structure = structure_of('zero_targets')
+    params = {'ecut': 15, 'ratsph': {'Cr': 1.8, 'N': 1.2}, 'constrained': ['Cr', 'N'], 'nstep': 300,
+              'magcon_lambda': 1.0, 'shiftk': None}  # fmt: skip
+    results, status, message = parse_run('zero_targets', moments=[0.0] * 8, structure=structure, mesh=(1, 1, 1),
+                                         **params)  # fmt: skip
+    assert status == 0, message
+    assert np.allclose(results['output_arrays'].get_array('moments'), 0.0, atol=1e-5)
+    # the same output does not pass for targets it was not run with
+    _, status, message = parse_run('zero_targets', moments=[1.0, 0.0] * 4, structure=structure, mesh=(1, 1, 1),
+                                   **params)  # fmt: skip
+    assert status == 313 and 'ABINIT echoes [0.0, 0.0' in message

@@ -99,8 +99,16 @@ def _last_table(lines: list[str], title: str) -> list[list[str]] | None:
 
 
 def _spinat_targets(lines: list[str], natom: int) -> np.ndarray | None:
-    """Target moments (spinat z) from the echo of the input variables (before the run)."""
-    for k, line in enumerate(lines):
+    """Target moments (spinat z) from the echo of the input variables (before the run).
+
+    ABINIT leaves variables at their default out of the echo: with the echo there and no ``spinat``
+    in it, every target is 0. None when there is no echo at all.
+    """
+    echo = next((k for k, line in enumerate(lines) if 'echo values of preprocessed input variables' in line), None)
+    if echo is None:
+        return None
+    end = next((k for k in range(echo + 1, len(lines)) if 'chkinp: Checking input parameters' in lines[k]), len(lines))
+    for k, line in enumerate(lines[:end]):
         m = _ECHO_LINE.match(line)
         if m and m.group(1) == 'spinat':
             vals = [_to_float(t) for t in m.group(2).split()]
@@ -114,7 +122,7 @@ def _spinat_targets(lines: list[str], natom: int) -> np.ndarray | None:
             if len(vals) >= 3 * natom:
                 return np.array(vals[: 3 * natom]).reshape(natom, 3)[:, 2]
             return None
-    return None
+    return np.zeros(natom)
 
 
 def _errors(lines: list[str]) -> list[str]:
