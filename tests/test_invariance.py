@@ -95,3 +95,19 @@ def test_threads_give_the_same_numbers(pot):
     two = evaluate(pot, cfg, gradient=True, n_threads=2)
     assert two.energy == pytest.approx(one.energy, rel=1e-13)
     assert np.allclose(two.grad, one.grad, rtol=1e-12, atol=1e-12 * np.abs(one.grad).max())
+
+
+def test_strained_cells_keep_fractional_coordinates_and_strain_by_the_given_amount():
+    from aiida_mmtp.mtp.structures import rocksalt, strained
+
+    cfg = rocksalt(4.15)
+    frac = np.linalg.solve(cfg.cell.T, cfg.positions.T).T
+    normal = strained(cfg, 'xx', 0.01)
+    assert np.allclose(normal.cell, np.diag([4.15 * 1.01, 4.15, 4.15]))
+    assert np.allclose(np.linalg.solve(normal.cell.T, normal.positions.T).T, frac)
+    shear = strained(cfg, 'yz', -0.02)
+    eps = np.linalg.solve(cfg.cell, shear.cell) - np.eye(3)  # cell' = cell (1 + eps)^T, eps symmetric
+    assert np.allclose(eps, eps.T) and eps[1, 2] == pytest.approx(-0.01) and abs(np.linalg.det(shear.cell)) == \
+        pytest.approx(4.15**3 * (1 - 1e-4))  # fmt: skip
+    with pytest.raises(ValueError, match="strain component 'zy': choose from xx, yy, zz, yz, xz, xy"):
+        strained(cfg, 'zy', 0.01)

@@ -23,7 +23,7 @@ def test_protocols_are_listed_and_an_unknown_one_is_named():
     with pytest.raises(ValueError, match="unknown protocol 'quick': choose from fast, balanced, paper"):
         get_protocol_inputs('campaign', 'quick')
     fast = get_protocol_inputs('campaign', 'fast', {'cdft': {'parameters': {'ecut': 12}}})
-    assert fast['cdft']['parameters']['ecut'] == 12 and fast['cdft']['parameters']['ratsph'] == {'Cr': 2.0, 'N': 1.5}
+    assert fast['cdft']['parameters']['ecut'] == 12 and fast['cdft']['parameters']['nstep'] == 300  # rest kept
 
 
 @pytest.fixture

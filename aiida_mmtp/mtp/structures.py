@@ -18,6 +18,7 @@ __all__ = [
     'rattle',
     'rocksalt',
     'scaled',
+    'strained',
     'supercell',
 ]
 
@@ -185,3 +186,24 @@ def min_distance(cfg: Configuration) -> float:
     cutoff = 2.0 * float(np.max(np.linalg.norm(cfg.cell, axis=1))) if cfg.cell is not None else 1e9
     _, _, vec = neighbor_list(cfg.positions, cfg.cell, cutoff)
     return float(np.sqrt((vec**2).sum(axis=1)).min()) if len(vec) else float('inf')
+
+
+_VOIGT = {'xx': (0, 0), 'yy': (1, 1), 'zz': (2, 2), 'yz': (1, 2), 'xz': (0, 2), 'xy': (0, 1)}
+
+
+def strained(cfg: Configuration, component: str, magnitude: float) -> Configuration:
+    """A copy under the symmetric strain ``magnitude`` of one Voigt ``component`` (xx, yy, zz, yz, xz, xy).
+
+    Shear components are engineering strains (eps_ab = eps_ba = magnitude / 2); cell rows and positions
+    are deformed alike (r -> (1 + eps) r), so fractional coordinates are kept.
+    """
+    if component not in _VOIGT:
+        raise ValueError(f'strain component {component!r}: choose from {", ".join(_VOIGT)}')
+    a, b = _VOIGT[component]
+    eps = np.zeros((3, 3))
+    eps[a, b] += magnitude / (1 if a == b else 2)
+    eps[b, a] += 0 if a == b else magnitude / 2
+    out = cfg.clear_labels()
+    out.cell = cfg.cell @ (np.eye(3) + eps).T
+    out.positions = cfg.positions @ (np.eye(3) + eps).T
+    return out

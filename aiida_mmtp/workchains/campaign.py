@@ -57,7 +57,8 @@ STAGE = {
     'n_random': 2,
     'seed': 1,
     'max_iterations': 10,
-    'simulation': None,
+    'strains': [],  # [[component, magnitude], ...]: strained copies of the start configurations (Voigt)
+    'simulation': None,  # mmtp.simulate parameters, or {'kind': 'label'}: label the start configurations directly
 }
 
 
@@ -120,8 +121,10 @@ def validate_inputs(value, ctx) -> str | None:
         if unknown:
             return f'stage {st["name"]}: unknown keys {", ".join(unknown)} (known: {", ".join(STAGE)})'
         sim = st['simulation'] or {}
-        if sim.get('kind') not in ('equilibrate', 'relax', 'md'):
-            return f'stage {st["name"]}: simulation.kind must be equilibrate, relax or md'
+        if sim.get('kind') not in ('equilibrate', 'relax', 'md', 'label'):
+            return f'stage {st["name"]}: simulation.kind must be equilibrate, relax, md or label'
+        if st['strains'] and st['start'] != 'ideal':
+            return f'stage {st["name"]}: strains apply to ideal cells (start: ideal)'
         low, up = sim.get('gamma_low', 2.0), sim.get('gamma_up', 10.0)
         if low > up:
             return f'stage {st["name"]}: gamma_low ({low}) must not exceed gamma_up ({up})'
@@ -392,7 +395,8 @@ class CampaignWorkChain(WorkChain):
             configurations = self.ctx.initial
         else:
             params = self._generation(scales=stage['scales'], states=stage['states'], n_random=stage['n_random'],
-                                      seed=stage['seed'], n_displaced=0, n_perturbed=0)  # fmt: skip
+                                      seed=stage['seed'], n_displaced=0, n_perturbed=0,
+                                      strains=stage['strains'])  # fmt: skip
             configurations = generate_configurations(params, **{k: self.inputs.structures[k] for k in keys})
         self.ctx.stage_configurations = configurations
         sim = stage['simulation']
@@ -450,10 +454,11 @@ class CampaignWorkChain(WorkChain):
         self.ctx.potential = node.outputs.potential
         self.ctx.active_set = node.outputs.active_set
         self.ctx.training_set = node.outputs.training_set
-        if summary['selected'] == 0:
+        if summary['selected'] == 0 or stage['simulation']['kind'] == 'label':  # a label stage runs once
             self.ctx.stage_done = True
             self.ctx.completed.append(stage['name'])
-            self.report(f'stage {stage["name"]} converged: nothing selected (max grade {summary["max_grade"]:.3g})')
+            self.report(f'stage {stage["name"]} done: {summary["selected"]} selected (max grade '
+                        f'{summary["max_grade"]:.3g})')  # fmt: skip
         self._extras()
 
     def results(self):

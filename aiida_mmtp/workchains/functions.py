@@ -8,7 +8,7 @@ from aiida.engine import calcfunction
 
 from ..data.training_set import TrainingSetData
 from ..mtp.configuration import Configuration
-from ..mtp.structures import initial_configurations
+from ..mtp.structures import initial_configurations, strained
 
 __all__ = ['configurations', 'generate_configurations', 'structure_to_configuration', 'subset']
 
@@ -24,6 +24,7 @@ GENERATION = {
     'n_perturbed': 0,  # copies with every moment scaled by up to +-perturbation
     'perturbation': 0.15,
     'seed': 0,
+    'strains': [],  # [[component, magnitude], ...]: when given, only strained copies (Voigt, e.g. ['yz', 0.01])
 }
 
 
@@ -65,12 +66,21 @@ def configurations(cells: dict[str, Configuration], parameters: dict) -> list[Co
             raise ValueError(f'states given for unknown cells {", ".join(unknown)} (cells: {", ".join(names)})')
         states = [tuple(states.get(name, ())) for name in names]
     magnitude = {species.index(el): float(m) for el, m in p['moments'].items()}
-    return initial_configurations(
+    configs = initial_configurations(
         [cells[name] for name in names], magnitude, scales=[float(x) for x in p['scales']],
         n_random=int(p['n_random']), n_displaced=int(p['n_displaced']), displacement=float(p['displacement']),
         n_perturbed=int(p['n_perturbed']), perturbation=float(p['perturbation']), seed=int(p['seed']),
         states=states, names=names,
     )  # fmt: skip
+    if not p['strains']:
+        return configs
+    out = []
+    for cfg in configs:
+        for component, eps in p['strains']:
+            new = strained(cfg, component, float(eps))
+            new.features = {'origin': f'{cfg.features["origin"]}:strain {component} {float(eps):+g}'}
+            out.append(new)
+    return out
 
 
 @calcfunction

@@ -8,7 +8,9 @@ preselected configurations, at most ``max_selected``
 labels to the training set; refit and rebuild the active set
 (:class:`FitWorkChain`). When nothing is selected, the iteration returns the
 potential, active set and training set it was given: the loop has converged
-for these simulations.
+for these simulations. With ``simulation.kind`` ``label`` nothing is simulated:
+every configuration is labelled and the potential refitted (the paper's
+shear strains, labelled directly).
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class ActiveLearningIterationWorkChain(WorkChain):
         spec.input('active_set', valid_type=ActiveSetData, help='Its active set.')
         spec.input('training_set', valid_type=TrainingSetData, help='The labelled set it was fitted to.')
         spec.input('configurations', valid_type=TrainingSetData, help='Starting configurations of the simulations.')
-        spec.input('simulation', valid_type=orm.Dict, help='Parameters of mmtp.simulate (kind, gammas, steps...).')
+        spec.input('simulation', valid_type=orm.Dict,
+                   help='mmtp.simulate parameters (kind, gammas, steps...); kind `label`: label them all.')  # fmt: skip
         spec.input('max_selected', valid_type=orm.Int, default=lambda: orm.Int(20), help='Selection cap.')
         spec.input('max_jobs', valid_type=orm.Int, default=lambda: orm.Int(1), help='Simulation jobs at a time.')
         spec.input('train_settings', valid_type=orm.Dict, required=False, help='Settings of mmtp.train.')
@@ -83,8 +86,14 @@ class ActiveLearningIterationWorkChain(WorkChain):
     def _options(self) -> dict:
         return {'options': self.inputs.engine_options.get_dict()} if 'engine_options' in self.inputs else {}
 
+    def _direct(self) -> bool:
+        """A ``label`` stage: every configuration is labelled (the paper's shear strains), none is simulated."""
+        return self.inputs.simulation['kind'] == 'label'
+
     def explore(self):
         self.ctx.summary = {'candidates': 0, 'selected': 0, 'labelled': 0, 'failed': 0, 'max_grade': 0.0}
+        if self._direct():
+            return None
         simulate = {'code': self.inputs.code, 'potential': self.inputs.potential, 'active_set': self.inputs.active_set,
                     'configurations': self.inputs.configurations, 'parameters': self.inputs.simulation,
                     'metadata': self._options()}  # fmt: skip
@@ -96,6 +105,12 @@ class ActiveLearningIterationWorkChain(WorkChain):
         return f'{node.process_label}<{node.pk}>: {node.exit_message or node.process_state.value}'
 
     def select(self):
+        if self._direct():
+            self.ctx.summary.update(
+                candidates=len(self.inputs.configurations), selected=len(self.inputs.configurations)
+            )
+            self.report(f'labelling all {len(self.inputs.configurations)} configurations (no simulation)')
+            return None
         node = self.ctx.explore
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_EXPLORE_FAILED.format(message=self._why(node))
@@ -112,6 +127,8 @@ class ActiveLearningIterationWorkChain(WorkChain):
         return ToContext(select=self.submit(MmtpSelectCalculation, **inputs))
 
     def has_selected(self) -> bool:
+        if self._direct():
+            return True
         if 'select' not in self.ctx:
             return False
         node = self.ctx.select
@@ -124,7 +141,7 @@ class ActiveLearningIterationWorkChain(WorkChain):
         return has
 
     def label(self):
-        selected = self.ctx.select.outputs.selected
+        selected = self.inputs.configurations if self._direct() else self.ctx.select.outputs.selected
         self.out('selected', selected)
         inputs = AttributeDict(self.exposed_inputs(CdftLabelWorkChain, 'label'))
         refused = unlabelable(selected, inputs)
