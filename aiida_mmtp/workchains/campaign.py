@@ -32,6 +32,7 @@ from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
 from ..data.training_set import TrainingSetData
 from ..mtp.structures import min_distance, scaled
+from .common import engine_metadata, why_failed
 from .fit import FitWorkChain
 from .functions import (
     GENERATION,
@@ -294,13 +295,6 @@ class CampaignWorkChain(WorkChain):
         return builder
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _why(node) -> str:
-        return f'{node.process_label}<{node.pk}>: {node.exit_message or node.process_state.value}'
-
-    def _options(self) -> dict:
-        return {'options': self.inputs.engine_options.get_dict()} if 'engine_options' in self.inputs else {}
-
     def _species(self) -> list[str]:
         return self.inputs.potential.species
 
@@ -358,11 +352,11 @@ class CampaignWorkChain(WorkChain):
         if 'initial_set' in self.ctx:
             node = self.ctx.initial_set
             if 'training_set' not in node.outputs:
-                return self.exit_codes.ERROR_INITIAL_LABELS.format(message=self._why(node))
+                return self.exit_codes.ERROR_INITIAL_LABELS.format(message=why_failed(node))
             self.ctx.initial = node.outputs.configurations
             self.ctx.training_set = node.outputs.training_set
         train = {'code': self.inputs.code, 'potential': self.ctx.start_potential,
-                 'training_set': self.ctx.training_set, 'metadata': self._options()}  # fmt: skip
+                 'training_set': self.ctx.training_set, 'metadata': engine_metadata(self.inputs)}  # fmt: skip
         if 'train_settings' in self.inputs:
             train['settings'] = self.inputs.train_settings
         self.report(f'initial fit on {len(self.ctx.training_set)} configurations')
@@ -372,7 +366,7 @@ class CampaignWorkChain(WorkChain):
         if 'fit' in self.ctx:  # the initial fit
             node = self.ctx.pop('fit')
             if not node.is_finished_ok:
-                self.ctx.failed = self.exit_codes.ERROR_FIT.format(message=self._why(node))
+                self.ctx.failed = self.exit_codes.ERROR_FIT.format(message=why_failed(node))
                 return False
             self.ctx.potential = node.outputs.potential
             self.ctx.active_set = node.outputs.active_set
@@ -443,7 +437,7 @@ class CampaignWorkChain(WorkChain):
         stage = self.ctx.stages[self.ctx.stage_index]
         if not node.is_finished_ok:
             self.ctx.failed = self.exit_codes.ERROR_ITERATION.format(
-                n=self.ctx.stage_iteration, stage=stage['name'], message=self._why(node)
+                n=self.ctx.stage_iteration, stage=stage['name'], message=why_failed(node)
             )
             return
         summary = node.outputs.summary.get_dict()

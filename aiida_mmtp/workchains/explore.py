@@ -15,6 +15,7 @@ from aiida.engine import WorkChain, append_, calcfunction
 
 from ..calculations.engine import MmtpSimulateCalculation
 from ..data.training_set import TrainingSetData
+from .common import why_failed
 from .functions import subset
 
 __all__ = ['ExploreWorkChain', 'gather']
@@ -65,9 +66,7 @@ class ExploreWorkChain(WorkChain):
         failed = [job for job in self.ctx.jobs if not job.is_finished_ok]
         if failed:
             job = failed[0]
-            return self.exit_codes.ERROR_SIMULATION_FAILED.format(
-                message=f'{job.process_label}<{job.pk}>: {job.exit_message or job.process_state.value}'
-            )
+            return self.exit_codes.ERROR_SIMULATION_FAILED.format(message=why_failed(job))
         reports = [job.outputs.report.get_dict() for job in self.ctx.jobs]
         runs = [run for rep in reports for run in rep['runs']]
         summary = {

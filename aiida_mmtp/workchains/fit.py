@@ -9,6 +9,7 @@ from aiida.engine import ToContext, WorkChain
 from ..calculations.train import MmtpTrainCalculation
 from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
+from .common import why_failed
 
 __all__ = ['FitWorkChain', 'rmse_summary']
 
@@ -47,9 +48,7 @@ class FitWorkChain(WorkChain):
     def results(self):
         node = self.ctx.train
         if not node.is_finished_ok:
-            return self.exit_codes.ERROR_FIT_FAILED.format(
-                message=f'{node.process_label}<{node.pk}>: {node.exit_message or node.process_state.value}'
-            )
+            return self.exit_codes.ERROR_FIT_FAILED.format(message=why_failed(node))
         for name in ('potential', 'active_set', 'report'):
             self.out(name, node.outputs[name])
         rmse = rmse_summary(node.outputs.report.get_dict())

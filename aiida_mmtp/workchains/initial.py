@@ -13,6 +13,7 @@ from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain
 
 from ..data.training_set import TrainingSetData
+from .common import why_failed
 from .functions import GENERATION, generate_configurations
 from .label import CdftLabelWorkChain
 
@@ -50,7 +51,5 @@ class InitialSetWorkChain(WorkChain):
             if name in node.outputs:
                 self.out(name, node.outputs[name])
         if not node.is_finished_ok:
-            return self.exit_codes.ERROR_LABELLING.format(
-                message=f'{node.process_label}<{node.pk}>: {node.exit_message or node.process_state.value}'
-            )
+            return self.exit_codes.ERROR_LABELLING.format(message=why_failed(node))
         return None

@@ -25,6 +25,7 @@ from ..calculations.functions import merge_training_sets
 from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
 from ..data.training_set import TrainingSetData
+from .common import engine_metadata, why_failed
 from .explore import ExploreWorkChain
 from .fit import FitWorkChain, rmse_summary
 from .functions import subset
@@ -83,9 +84,6 @@ class ActiveLearningIterationWorkChain(WorkChain):
         spec.exit_code(403, 'ERROR_LABELLING_FAILED', message='No selected configuration could be labelled: {message}')
         spec.exit_code(404, 'ERROR_FIT_FAILED', message='The refit failed: {message}')
 
-    def _options(self) -> dict:
-        return {'options': self.inputs.engine_options.get_dict()} if 'engine_options' in self.inputs else {}
-
     def _direct(self) -> bool:
         """A ``label`` stage: every configuration is labelled (the paper's shear strains), none is simulated."""
         return self.inputs.simulation['kind'] == 'label'
@@ -96,13 +94,9 @@ class ActiveLearningIterationWorkChain(WorkChain):
             return None
         simulate = {'code': self.inputs.code, 'potential': self.inputs.potential, 'active_set': self.inputs.active_set,
                     'configurations': self.inputs.configurations, 'parameters': self.inputs.simulation,
-                    'metadata': self._options()}  # fmt: skip
+                    'metadata': engine_metadata(self.inputs)}  # fmt: skip
         node = self.submit(ExploreWorkChain, simulate=simulate, max_jobs=self.inputs.max_jobs)
         return ToContext(explore=node)
-
-    @staticmethod
-    def _why(node) -> str:
-        return f'{node.process_label}<{node.pk}>: {node.exit_message or node.process_state.value}'
 
     def select(self):
         if self._direct():
@@ -113,7 +107,7 @@ class ActiveLearningIterationWorkChain(WorkChain):
             return None
         node = self.ctx.explore
         if not node.is_finished_ok:
-            return self.exit_codes.ERROR_EXPLORE_FAILED.format(message=self._why(node))
+            return self.exit_codes.ERROR_EXPLORE_FAILED.format(message=why_failed(node))
         report = node.outputs.report.get_dict()
         self.ctx.summary.update(candidates=report['preselected'], max_grade=report['max_grade'],
                                 stopped_by_extrapolation=report['stopped_by_extrapolation'])  # fmt: skip
@@ -123,7 +117,7 @@ class ActiveLearningIterationWorkChain(WorkChain):
         inputs = {'code': self.inputs.code, 'potential': self.inputs.potential, 'active_set': self.inputs.active_set,
                   'candidates': node.outputs.preselected,
                   'parameters': orm.Dict({'max_selected': self.inputs.max_selected.value}),
-                  'metadata': self._options()}  # fmt: skip
+                  'metadata': engine_metadata(self.inputs)}  # fmt: skip
         return ToContext(select=self.submit(MmtpSelectCalculation, **inputs))
 
     def has_selected(self) -> bool:
@@ -133,7 +127,7 @@ class ActiveLearningIterationWorkChain(WorkChain):
             return False
         node = self.ctx.select
         if not node.is_finished_ok:
-            self.ctx.failed_step = self.exit_codes.ERROR_SELECT_FAILED.format(message=self._why(node))
+            self.ctx.failed_step = self.exit_codes.ERROR_SELECT_FAILED.format(message=why_failed(node))
             return False
         has = 'selected' in node.outputs
         self.ctx.summary['selected'] = len(node.outputs.selected) if has else 0
@@ -164,14 +158,14 @@ class ActiveLearningIterationWorkChain(WorkChain):
             self.report('no selected configuration can be labelled: the potential stays as it was')
             return None
         if 'training_set' not in node.outputs:
-            self.ctx.failed_step = self.exit_codes.ERROR_LABELLING_FAILED.format(message=self._why(node))
+            self.ctx.failed_step = self.exit_codes.ERROR_LABELLING_FAILED.format(message=why_failed(node))
             return None
         failures = node.outputs.failures.get_dict()
         summary['labelled'] = len(node.outputs.training_set)
         summary['failed'] = failures['n_failed'] + len(summary.get('refused', {}))
         self.ctx.training_set = merge_training_sets(a=self.inputs.training_set, b=node.outputs.training_set)
         train = {'code': self.inputs.code, 'potential': self.inputs.potential, 'training_set': self.ctx.training_set,
-                 'metadata': self._options()}  # fmt: skip
+                 'metadata': engine_metadata(self.inputs)}  # fmt: skip
         if 'train_settings' in self.inputs:
             train['settings'] = self.inputs.train_settings
         return ToContext(fit=self.submit(FitWorkChain, train=train))
@@ -182,7 +176,7 @@ class ActiveLearningIterationWorkChain(WorkChain):
         if 'fit' in self.ctx:
             node = self.ctx.fit
             if not node.is_finished_ok:
-                return self.exit_codes.ERROR_FIT_FAILED.format(message=self._why(node))
+                return self.exit_codes.ERROR_FIT_FAILED.format(message=why_failed(node))
             self.out('potential', node.outputs.potential)
             self.out('active_set', node.outputs.active_set)
             self.out('training_set', self.ctx.training_set)
