@@ -15,7 +15,7 @@ BIN = Path(sys.executable).parent
 #: a campaign small enough for a test: the 2-atom cell only, one iteration of moment equilibration
 TINY = """\
 cells: {conventional: null}
-initial: {states: {primitive: [FM]}}
+initial: {states: {conventional: null}}
 max_iterations: 1
 stages:
   - {name: equilibrate, start: initial, max_iterations: 1, simulation: {kind: equilibrate, steps: 50}}
