@@ -26,7 +26,6 @@ from __future__ import annotations
 from aiida import orm
 from aiida.engine import ToContext, WorkChain, if_, while_
 
-from ..calculations.cdft import check_run
 from ..calculations.functions import merge_training_sets
 from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
@@ -43,7 +42,7 @@ from .functions import (
 )
 from .initial import InitialSetWorkChain
 from .iteration import ActiveLearningIterationWorkChain
-from .label import CdftLabelWorkChain
+from .label import CdftLabelWorkChain, configuration_problem
 
 __all__ = ['STAGE', 'CampaignWorkChain']
 
@@ -144,7 +143,7 @@ def validate_inputs(value, ctx) -> str | None:
         if not configs:
             return f'the initial set is empty: no cell has any of the states {gen["states"]}'
         for k, cfg in enumerate(configs):
-            problem = check_run([species[t] for t in cfg.types], cfg.cell, cfg.positions, cfg.moments, params, pseudos)
+            problem = configuration_problem(cfg, species, params, pseudos)
             if problem:
                 return f'initial configuration {k + 1} ({cfg.features["origin"]}): {problem}'
     if value.get('max_selected') is not None and value['max_selected'].value < 1:

@@ -19,7 +19,6 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, if_
 
-from ..calculations.cdft import check_run
 from ..calculations.engine import MmtpSelectCalculation
 from ..calculations.functions import merge_training_sets
 from ..data.active_set import ActiveSetData
@@ -29,7 +28,7 @@ from .common import engine_metadata, why_failed
 from .explore import ExploreWorkChain
 from .fit import FitWorkChain, rmse_summary
 from .functions import subset
-from .label import CdftLabelWorkChain
+from .label import CdftLabelWorkChain, configuration_problem
 
 __all__ = ['ActiveLearningIterationWorkChain', 'unlabelable']
 
@@ -39,11 +38,9 @@ def unlabelable(configurations: TrainingSetData, label_inputs) -> dict[int, str]
     abinit = label_inputs['cdft']['abinit']
     params = abinit['parameters'].get_dict()
     pseudos = dict(abinit.get('pseudos', {}))
-    species = configurations.species
     refused = {}
     for k, cfg in enumerate(configurations.get_configurations()):
-        symbols = [species[t] for t in cfg.types]
-        problem = check_run(symbols, cfg.cell, cfg.positions, cfg.moments, params, pseudos)
+        problem = configuration_problem(cfg, configurations.species, params, pseudos)
         if problem:
             refused[k] = problem
     return refused

@@ -22,7 +22,7 @@ from ..data.training_set import TrainingSetData
 from ..mtp.configuration import Configuration
 from .cdft_base import CdftBaseWorkChain
 
-__all__ = ['CdftLabelWorkChain', 'collect_labels', 'split_configurations']
+__all__ = ['CdftLabelWorkChain', 'collect_labels', 'configuration_problem', 'split_configurations']
 
 
 def _label(index: int) -> str:
@@ -79,6 +79,11 @@ def collect_labels(configurations: TrainingSetData, fidelity: orm.Dict, **runs) 
     return TrainingSetData(labelled, configurations.species, fidelity=key, sources=sources)
 
 
+def configuration_problem(cfg: Configuration, species: list[str], params: dict, pseudos: dict) -> str | None:
+    """What a CdftCalculation would refuse in ``cfg`` (types index ``species``), or None."""
+    return check_run([species[t] for t in cfg.types], cfg.cell, cfg.positions, cfg.moments, params, pseudos)
+
+
 def validate_inputs(value, ctx) -> str | None:
     """Every configuration is checked as a CdftCalculation would check it, before anything runs."""
     if 'configurations' not in value or 'cdft' not in value:
@@ -98,8 +103,7 @@ def validate_inputs(value, ctx) -> str | None:
     for k, cfg in enumerate(configurations.get_configurations()):
         if cfg.moments is None:
             return f'configuration {k + 1} has no target moments'
-        symbols = [species[t] for t in cfg.types]
-        problem = check_run(symbols, cfg.cell, cfg.positions, cfg.moments, params, pseudos)
+        problem = configuration_problem(cfg, species, params, pseudos)
         if problem:
             return f'configuration {k + 1}: {problem}'
     return None
