@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -66,6 +67,30 @@ def reference_set(n: int, spacing: float = 0.02, amplitude: float = 0.15):
     return TrainingSetData(configs, ['Cr', 'N'], fidelity={'code': 'analytic reference'})
 
 
+@functools.cache
+def fitted_reference_potential() -> Potential:
+    """A level-8 magnetic MTP (N_psi 3, symmetric) fitted to 40 B1 cells labelled by the analytic reference:
+    lattice 3.95-4.35 A, rattled, random 50/50, FM and layered AFM moments (1.6-3 mu_B on Cr). Stable as a cubic
+    FM or PM crystal with Cr moments near 2.2 mu_B; it never saw tetragonal strains."""
+    from aiida_mmtp.mtp.fit import fit
+    from aiida_mmtp.mtp.reference import MagneticPairPotential
+
+    ref = MagneticPairPotential()
+    rng = np.random.default_rng(0)
+    configs = []
+    for k in range(40):
+        cfg = rattle(rocksalt(rng.uniform(3.95, 4.35)), 0.05, rng)
+        moments = random_collinear_moments(cfg.types, {0: 1.0}, rng, up_fraction=rng.choice([0.5, 1.0, 0.5]))
+        if k % 3 == 2:
+            moments = np.array([1.0, 0, -1, 0, -1, 0, 1, 0]) * rng.choice([1, -1])
+        moments[cfg.types == 0] *= rng.uniform(1.6, 3.0, size=4)
+        cfg.moments = moments
+        configs.append(ref.label(cfg))
+    pot = Potential.from_level(8, ['Cr', 'N'], n_phi=3, n_psi=3, m_max=[3.2, 0.6], symmetric=True)
+    fit(pot, configs, max_iter=300)
+    return pot
+
+
 @pytest.fixture
 def mmtp_code(aiida_code_installed):
     """The engine's ``mmtp`` command of this environment as a localhost code."""
@@ -80,4 +105,4 @@ def reference_dir() -> Path:
     return REFERENCE
 
 
-__all__ = ['crn_cells', 'magnetic_crn', 'random_potential', 'reference_set', 'supercell']
+__all__ = ['crn_cells', 'fitted_reference_potential', 'magnetic_crn', 'random_potential', 'reference_set', 'supercell']

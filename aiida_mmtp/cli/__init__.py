@@ -119,3 +119,4 @@ def ensure_mmtp_code(label: str = MMTP_CODE):
 
 
 from . import campaign as _campaign  # noqa: E402,F401  (registers the campaign commands)
+from . import properties as _properties  # noqa: E402,F401  (registers the properties commands)

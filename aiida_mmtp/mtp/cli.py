@@ -247,6 +247,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.selected and result.selected[-1] == 0 else 1
 
 
+def _cmd_properties(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .properties.run import run_property
+    from .reference import MagneticPairPotential
+    from .structures import rocksalt
+
+    model = MagneticPairPotential() if args.potential == 'reference' else read_mtp(args.potential, args.species)
+    if model.species is None:
+        raise ValueError(f'{args.potential} does not name its species: give --species')
+    if (args.structure is None) == (args.rocksalt is None):
+        raise ValueError('give the unit cell as --structure FILE.cfg or --rocksalt A (the 8-atom B1 cell)')
+    unit = rocksalt(args.rocksalt) if args.structure is None else read_cfg(args.structure)[0]
+    settings = {}
+    if args.settings:
+        try:
+            settings = json.loads(Path(args.settings).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f'{args.settings}: not valid JSON ({exc})') from exc
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # phonopy's notes on default primitive matrices and mesh symmetry
+        run_property(args.kind, model, unit, settings, args.output_dir,
+                     log=lambda line: print(f'properties: {line}', flush=True))  # fmt: skip
+    print(f'properties: {args.kind} done in {time.perf_counter() - t0:.1f} s, results in {args.output_dir}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='mmtp', description='Magnetic moment tensor potential engine.')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -346,6 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument('--seed', type=int, default=0)
             p.add_argument('--progress', type=int, default=0, metavar='N', help='report every N steps')
         p.set_defaults(func=lambda a, kind=kind: _simulate(a, kind))
+
+    p = sub.add_parser('properties', help='properties of a potential: state average, elastic, phonons, qha')
+    p.add_argument('kind', choices=['average', 'elastic', 'phonons', 'qha'])
+    p.add_argument('potential', help="the .mtp file, or 'reference' for the analytic CrN-like reference potential")
+    p.add_argument('--structure', help='unit cell (.cfg, first configuration; types = the species of the potential)')
+    p.add_argument('--rocksalt', type=float, metavar='A', help='or: the 8-atom B1 cell of lattice parameter A')
+    p.add_argument('--settings', help='JSON settings (see aiida_mmtp.mtp.properties.run)')
+    p.add_argument('--output-dir', default='properties', help='results.json, arrays.npz, CSV tables, PNG plots')
+    p.add_argument('--species', nargs='+')
+    p.set_defaults(func=_cmd_properties)
 
     p = sub.add_parser('demo', help='engine-level active-learning run on a synthetic CrN-like problem')
     p.add_argument('workdir')

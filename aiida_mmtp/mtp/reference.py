@@ -39,6 +39,12 @@ class MagneticPairPotential:
     landau_a: np.ndarray = field(default_factory=lambda: np.array([-0.4, 2.0]))  # eV/mu_B^2
     landau_b: np.ndarray = field(default_factory=lambda: np.array([0.035, 0.0]))  # eV/mu_B^4
     r_cut: float = 5.0
+    #: The engine interface of a potential (what moment equilibration and the property calculations use).
+    species: tuple[str, ...] = ('Cr', 'N')
+    is_magnetic: bool = True
+    r_min: float = 1.5  # A: below this the Morse wall is far outside any sensible structure
+    mag_min: np.ndarray = field(default_factory=lambda: np.array([-3.2, -0.6]))  # mu_B
+    mag_max: np.ndarray = field(default_factory=lambda: np.array([3.2, 0.6]))
 
     def evaluate(self, cfg: Configuration) -> Result:
         """Energy (eV), forces (eV/A), virial/stress and magnetic forces (eV/mu_B) of ``cfg``."""

@@ -39,6 +39,7 @@ __all__ = [
     'TooClose',
     'check_min_dist',
     'equilibrate_moments',
+    'evaluate_model',
     'relax',
     'run_md',
     'moment_bounds',
@@ -137,10 +138,23 @@ class RunReport:
         return {k: v for k, v in self.__dict__.items() if k != 'frames'}
 
 
+def evaluate_model(pot, cfg: Configuration, gradient: bool = False) -> Result:
+    """Evaluate ``cfg`` with an MTP (the numba kernel) or with any other model that has ``evaluate(cfg)``.
+
+    Other models (the analytic reference potential) give energy, forces, stress and magnetic forces but
+    no dE/dtheta, so they cannot be graded.
+    """
+    if isinstance(pot, Potential):
+        return evaluate(pot, cfg, gradient=gradient)
+    if gradient:
+        raise ValueError(f'{type(pot).__name__} has no parameter derivatives: grading needs an MTP')
+    return pot.evaluate(cfg)
+
+
 def _finish(pot: Potential, cfg: Configuration) -> tuple[Configuration, float | None]:
     """``cfg`` labelled by the potential, or unlabelled when it cannot be evaluated (e.g. collapsed atoms)."""
     try:
-        res = evaluate(pot, cfg)
+        res = evaluate_model(pot, cfg)
     except ValueError:
         return cfg.clear_labels(), None
     return res.to_configuration(cfg), res.energy
@@ -152,18 +166,25 @@ def moment_signs(moments: np.ndarray, sign_threshold: float = 0.5) -> np.ndarray
 
 
 def moment_bounds(
-    pot: Potential, cfg: Configuration, sign_threshold: float = 0.5, signs: np.ndarray | None = None
+    pot: Potential,
+    cfg: Configuration,
+    sign_threshold: float = 0.5,
+    signs: np.ndarray | None = None,
+    fixed: np.ndarray | None = None,
 ) -> list[tuple[float, float]]:
     """Bounds per atom (mu_B): |m| <= M_max of the species; a clearly magnetic atom keeps its sign.
 
     ``signs`` (N,) fixes which sign each atom keeps (0: free); by default those of
-    :func:`moment_signs` of the current moments.
+    :func:`moment_signs` of the current moments. ``fixed`` (N,) bool: atoms whose moment stays as it is.
     """
     signs = moment_signs(cfg.moments, sign_threshold) if signs is None else signs
+    fixed = np.zeros(cfg.natoms, dtype=bool) if fixed is None else np.asarray(fixed, dtype=bool)
     bounds = []
-    for t, m in zip(cfg.types, signs):
+    for t, m, keep, now in zip(cfg.types, signs, fixed, cfg.moments):
         hi = float(max(abs(pot.mag_min[t]), abs(pot.mag_max[t])))
-        if m > 0:
+        if keep:
+            bounds.append((float(now), float(now)))
+        elif m > 0:
             bounds.append((0.0, hi))
         elif m < 0:
             bounds.append((-hi, 0.0))
@@ -181,13 +202,17 @@ def equilibrate_moments(
     max_iter: int = 200,
     sign_threshold: float = 0.5,
     signs: np.ndarray | None = None,
+    fixed: np.ndarray | None = None,
     trajectory: list[Configuration] | None = None,
 ) -> tuple[Configuration, RunReport]:
     """Minimise E over the moments of ``cfg`` at fixed atoms and cell.
 
     ``tol``: largest magnetic force (eV/mu_B) on an unbounded moment at the end. ``signs``: the sign
     each atom keeps (see :func:`moment_bounds`; default: those of the clearly magnetic atoms now).
-    Returns the equilibrated configuration (labelled by the potential) and a report.
+    ``fixed`` (N,) bool: atoms whose moments are not equilibrated.
+    Returns the equilibrated configuration (labelled by the potential) and a report. ``pot`` is a
+    :class:`Potential` or another model with ``evaluate(cfg)``, ``is_magnetic`` and ``mag_min``/``mag_max``
+    (the analytic reference potential).
     """
     if not pot.is_magnetic:
         raise ValueError('moment equilibration needs a magnetic potential')
@@ -202,7 +227,7 @@ def equilibrate_moments(
     def fun(m):
         nonlocal steps
         work.moments = np.array(m)
-        res = evaluate(pot, work, gradient=grader.needs_gradient)
+        res = evaluate_model(pot, work, gradient=grader.needs_gradient)
         steps += 1
         gamma = grader.grade(work, res)
         if trajectory is not None:
@@ -213,8 +238,9 @@ def equilibrate_moments(
 
     reason = 'finished'
     try:
+        bounds = moment_bounds(pot, cfg, sign_threshold, signs, fixed)
         opt = minimize(
-            fun, cfg.moments.copy(), jac=True, method='L-BFGS-B', bounds=moment_bounds(pot, cfg, sign_threshold, signs),
+            fun, cfg.moments.copy(), jac=True, method='L-BFGS-B', bounds=bounds,
             options={'maxiter': max_iter, 'gtol': tol, 'ftol': 1e-14},
         )  # fmt: skip
         work.moments = opt.x

@@ -13,6 +13,7 @@ from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from ..calculations.engine import MmtpSelectCalculation, MmtpSimulateCalculation
+from ..calculations.properties import MmtpPropertiesCalculation
 from ..calculations.train import MmtpTrainCalculation
 from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
@@ -21,7 +22,7 @@ from ..mtp.cfg_io import read_cfg
 from ..mtp.mtp_io import parse_mtp
 from ..mtp.selection import ActiveSet
 
-__all__ = ['MmtpSelectParser', 'MmtpSimulateParser', 'MmtpTrainParser']
+__all__ = ['MmtpPropertiesParser', 'MmtpSelectParser', 'MmtpSimulateParser', 'MmtpTrainParser']
 
 
 class EngineParser(Parser):
@@ -123,4 +124,27 @@ class MmtpSimulateParser(EngineParser):
             content = self.retrieved.base.repository.get_object_content(calc._TRAJECTORY, 'rb')
             self.out('trajectory', orm.SinglefileData(io.BytesIO(content), filename=calc._TRAJECTORY))
         self.out('report', orm.Dict(self._json(calc._REPORT)))
+        return None
+
+
+class MmtpPropertiesParser(EngineParser):
+    """``results.json`` -> ``results``, ``arrays.npz`` -> ``arrays``, each PNG -> ``plots``, CSV -> ``tables``."""
+
+    def parse(self, **kwargs) -> ExitCode | None:
+        calc = MmtpPropertiesCalculation
+        failed = self._missing([calc._RESULTS, calc._ARRAYS], [calc._LOG])
+        if failed:
+            return failed
+        self.out('results', orm.Dict(self._json(calc._RESULTS)))
+        arrays = orm.ArrayData()
+        with np.load(io.BytesIO(self.retrieved.base.repository.get_object_content(calc._ARRAYS, 'rb'))) as data:
+            for name in data.files:
+                arrays.set_array(name, data[name])
+        self.out('arrays', arrays)
+        for name in sorted(self._names()):
+            stem, _, ext = name.rpartition('.')
+            if ext in ('png', 'csv'):
+                content = self.retrieved.base.repository.get_object_content(name, 'rb')
+                node = orm.SinglefileData(io.BytesIO(content), filename=name)
+                self.out(f'{"plots" if ext == "png" else "tables"}.{stem}', node)
         return None

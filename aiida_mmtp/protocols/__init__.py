@@ -1,4 +1,5 @@
-"""Protocols: named sets of inputs in YAML files beside this module (``fast``, ``balanced``, ``paper``).
+"""Protocols: named sets of inputs in YAML files beside this module: ``campaign.yaml`` (``fast``, ``balanced``,
+``paper``) and ``properties.yaml`` (``fast``, ``paper``).
 
 Each file has ``default_inputs``, ``default_protocol`` and ``protocols``; a
 protocol states only what differs from the defaults, and ``overrides`` change

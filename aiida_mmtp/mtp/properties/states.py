@@ -1,0 +1,219 @@
+"""Magnetic states and the average over them: the engine's model of FM, AFM and paramagnetic (PM) phases.
+
+A *state set* is a (K, N) array of signed starting moments (mu_B), one row per
+collinear state of an N-atom cell. Ordered phases are one state (FM, layered
+AFM); the paramagnetic phase is K random states with 50% of the moments of each
+magnetic species up (Kotykhov et al., sec. III.B). :class:`StateAverageCalculator`
+equilibrates the moments of every state at the current atoms (signs kept,
+magnitudes free) and returns the average energy, forces and stress over the
+states: an ASE calculator, so relaxation, strains and phonopy's displaced
+supercells all see the averaged phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from ..ase_io import atoms_to_configuration
+from ..configuration import Configuration
+from ..simulate import equilibrate_moments, moment_signs
+from ..structures import layered_afm, random_collinear_moments
+
+__all__ = [
+    'STATE_KINDS',
+    'StateAverageCalculator',
+    'StateSpec',
+    'make_states',
+    'moment_summary',
+    'running_statistics',
+]
+
+#: The magnetic phases the property calculations know.
+STATE_KINDS = ('FM', 'AFM', 'PM')
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """Which magnetic phase, and how it is sampled.
+
+    kind: 'FM', 'AFM' (layers alternating along the third cell vector) or 'PM' (random 50/50 states).
+    moments: starting moment size per species symbol, mu_B (re-equilibrated anyway); species left out
+        start at 0 and stay free.
+    n_states: number of random states for PM (ignored for FM/AFM: one state).
+    seed: seed of the random states.
+    equilibrate: re-equilibrate the moment sizes at every structure (the paper's recipe); False keeps them
+        at the starting sizes (fixed-moment states).
+    """
+
+    kind: str
+    moments: dict[str, float]
+    n_states: int = 50
+    seed: int = 0
+    equilibrate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in STATE_KINDS:
+            raise ValueError(f'magnetic state {self.kind!r}: choose from {", ".join(STATE_KINDS)}')
+        if self.kind == 'PM' and self.n_states < 2:
+            raise ValueError(f'a paramagnetic average needs at least 2 random states, got n_states={self.n_states}')
+        if not any(abs(v) > 0 for v in self.moments.values()):
+            raise ValueError(
+                f'the {self.kind} state needs a non-zero starting moment for some species, got {self.moments}'
+            )
+
+    @property
+    def is_ordered(self) -> bool:
+        return self.kind != 'PM'
+
+    def as_dict(self) -> dict:
+        return {
+            'kind': self.kind,
+            'moments': dict(self.moments),
+            'n_states': self.n_states,
+            'seed': self.seed,
+            'equilibrate': self.equilibrate,
+        }
+
+    def calculator(self, model, states: np.ndarray, tol: float = 1e-6) -> StateAverageCalculator:
+        """The state-average calculator of ``states`` (K, N) for this phase."""
+        fixed = None if self.equilibrate else np.ones(np.shape(states)[1], dtype=bool)
+        return StateAverageCalculator(model, states, tol=tol, fixed=fixed)
+
+
+def make_states(cfg: Configuration, species: tuple[str, ...], spec: StateSpec) -> np.ndarray:
+    """The starting moments of ``spec`` for the cell ``cfg``: shape (K, N), mu_B; K = 1 for FM and AFM.
+
+    Raises ValueError when the cell cannot hold the state (no two layers of magnetic atoms for AFM, fewer
+    than two magnetic atoms for PM) or names a species the potential does not have.
+    """
+    unknown = sorted(set(spec.moments) - set(species))
+    if unknown:
+        raise ValueError(
+            f'moments given for {", ".join(unknown)}, which the potential does not have (species {", ".join(species)})'
+        )
+    magnitude = {species.index(s): float(abs(v)) for s, v in spec.moments.items() if abs(v) > 0}
+    if spec.kind == 'FM':
+        return np.array([[magnitude.get(int(t), 0.0) for t in cfg.types]])
+    if spec.kind == 'AFM':
+        afm = layered_afm(cfg, magnitude)
+        if afm is None:
+            raise ValueError('the cell has a single layer of magnetic atoms along its third vector: no AFM order')
+        return afm[None, :]
+    n_magnetic = int(np.isin(cfg.types, list(magnitude)).sum())
+    if n_magnetic < 2:
+        raise ValueError(f'a paramagnetic average needs at least two magnetic atoms in the cell, it has {n_magnetic}')
+    rng = np.random.default_rng(spec.seed)
+    return np.array([random_collinear_moments(cfg.types, magnitude, rng) for _ in range(spec.n_states)])
+
+
+class StateAverageCalculator(Calculator):
+    """ASE calculator: energy (eV), forces (eV/A) and stress (eV/A^3) averaged over magnetic states.
+
+    ``model``: a :class:`~aiida_mmtp.mtp.Potential` or another model with ``evaluate(cfg)`` (the analytic
+    reference). ``states``: (K, N) signed starting moments, mu_B. For each state the moments are
+    equilibrated at the current atoms (those of ``fixed`` atoms excepted: default, the atoms that start at
+    zero in every state, like N in CrN) (L-BFGS-B to ``tol`` eV/mu_B; the sign of each clearly magnetic atom
+    kept) before the state's energy, forces and stress are taken; a non-magnetic model uses the moments as
+    given. The first calculation starts from ``states``; every later one starts from the moments that the
+    first one found (``anchor``), so that strained and displaced cells stay on the same branch of moment
+    minima as the reference cell (a free, weakly magnetic moment can have several). After a calculation
+    ``per_state`` holds the (K,) energies, (K, N, 3) forces, (K, 6) stresses and
+    (K, N) equilibrated moments, and ``not_converged`` the number of states whose equilibration stopped
+    short of ``tol``.
+    """
+
+    implemented_properties = ['energy', 'free_energy', 'forces', 'stress']
+
+    def __init__(
+        self,
+        model,
+        states: np.ndarray,
+        *,
+        tol: float = 1e-6,
+        max_iter: int = 500,
+        fixed: np.ndarray | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.states = np.atleast_2d(np.asarray(states, dtype=float))
+        # by default only the atoms that start with a moment are equilibrated: the others (N in CrN) stay at 0,
+        # as in the cDFT labels, where every species is constrained
+        self.fixed = np.all(self.states == 0, axis=0) if fixed is None else np.asarray(fixed, dtype=bool)
+        self.tol, self.max_iter = tol, max_iter
+        self.signs = np.array([moment_signs(m) for m in self.states])
+        self.anchor: np.ndarray | None = None
+        self.per_state: dict[str, np.ndarray] = {}
+        self.not_converged = 0
+
+    def _configuration(self, atoms: Atoms) -> Configuration:
+        cfg = atoms_to_configuration(atoms, self.model.species)
+        if cfg.natoms != self.states.shape[1]:
+            raise ValueError(f'the states are for {self.states.shape[1]} atoms, the structure has {cfg.natoms}')
+        return cfg
+
+    def calculate(self, atoms=None, properties=('energy',), system_changes=all_changes) -> None:
+        from ..simulate import evaluate_model
+
+        super().calculate(atoms, properties, system_changes)
+        base = self._configuration(self.atoms)
+        energies, forces, stresses, moments = [], [], [], []
+        self.not_converged = 0
+        starts = self.states if self.anchor is None else self.anchor
+        for start, signs in zip(starts, self.signs):
+            cfg = base.copy()
+            cfg.moments = start.copy()
+            if self.model.is_magnetic:
+                cfg, report = equilibrate_moments(
+                    self.model, cfg, tol=self.tol, max_iter=self.max_iter, signs=signs, fixed=self.fixed
+                )
+                if report.stop_reason.startswith('failed'):
+                    raise ValueError(f'moment equilibration failed: {report.stop_reason[8:]}')
+                self.not_converged += report.stop_reason != 'finished'
+            else:
+                res = evaluate_model(self.model, cfg)
+                cfg = res.to_configuration(cfg)
+            energies.append(cfg.energy)
+            forces.append(cfg.forces)
+            stresses.append(cfg.stress)
+            moments.append(cfg.moments)
+        if self.anchor is None:
+            self.anchor = np.array(moments)
+        self.per_state = {
+            'energy': np.array(energies),
+            'forces': np.array(forces),
+            'stress': np.array(stresses),
+            'moments': np.array(moments),
+        }
+        self.results = {
+            'energy': float(np.mean(energies)),
+            'free_energy': float(np.mean(energies)),
+            'forces': np.mean(forces, axis=0),
+            'stress': np.mean(stresses, axis=0),
+        }
+
+
+def running_statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running mean and its standard error over the first k = 1..K samples of ``values`` (shape (K, ...)).
+
+    Returns (mean, sem), both of the shape of ``values``; sem[0] is NaN (one sample has no spread).
+    """
+    values = np.asarray(values, dtype=float)
+    k = np.arange(1, len(values) + 1).reshape((-1,) + (1,) * (values.ndim - 1))
+    mean = np.cumsum(values, axis=0) / k
+    mean_sq = np.cumsum(values**2, axis=0) / k
+    with np.errstate(invalid='ignore', divide='ignore'):
+        var = np.maximum(mean_sq - mean**2, 0.0) * k / (k - 1)
+        sem = np.sqrt(var / k)
+    sem[0] = np.nan
+    return mean, sem
+
+
+def moment_summary(calc: StateAverageCalculator, types: np.ndarray, species: tuple[str, ...]) -> dict[str, float]:
+    """Mean |m| (mu_B) per species over the states of the last calculation of ``calc``."""
+    moments = np.abs(calc.per_state['moments'])
+    return {s: float(moments[:, types == k].mean()) for k, s in enumerate(species) if np.any(types == k)}
