@@ -9,7 +9,7 @@ an output folder ``results.json`` (numbers and reports), ``arrays.npz``
 Settings (all optional except where said; units in brackets):
 
 - ``state``: ``kind`` (FM, AFM, PM), ``moments`` {species: mu_B} (default 0.75 M_max for species with
-  M_max >= 0.5; species left out start at 0 and keep it), ``n_states`` (PM, default 50), ``seed``,
+  M_max >= 1 mu_B; species left out start at 0 and keep it), ``n_states`` (PM, default 50), ``seed``,
   ``equilibrate`` (default true: moment sizes re-equilibrated at every structure; false: kept).
 - ``tol``: moment equilibration tolerance [eV/mu_B], 1e-6.
 - ``relax``: full | volume | none (default full for FM/AFM, volume for PM); ``fmax`` [eV/A], 1e-3.
@@ -75,7 +75,12 @@ def parse_state(model, settings: dict) -> StateSpec:
         state.setdefault('moments', {model.species[0]: 1.0})
     moments = state.get('moments')
     if moments is None:
-        moments = {s: round(0.75 * float(hi), 3) for s, hi in zip(model.species, model.mag_max) if hi >= 0.5}
+        moments = {s: round(0.75 * float(hi), 3) for s, hi in zip(model.species, model.mag_max) if hi >= 1.0}
+        if not moments:
+            raise ValueError(
+                'no species of the potential has a moment range of 1 mu_B or more: give the starting '
+                'moments as state.moments, e.g. {"Fe": 2.2}'
+            )
     return StateSpec(
         kind,
         {str(k): float(v) for k, v in moments.items()},
@@ -289,11 +294,13 @@ def _average(model, unit, spec, settings, outdir, results, arrays, label, log) -
 def _elastic(model, unit, spec, settings, outdir, results, arrays, label, log) -> None:
     reps = tuple(settings.get('supercell', (1, 1, 1) if spec.is_ordered else (2, 2, 2)))
     atoms, relax_report = _phase(model, unit, spec, reps, settings, log)
+    # the symmetry of the relaxed cell with its equilibrated moments (the lattice's alone for PM)
+    atoms.get_potential_energy()
+    moments = atoms.calc.per_state['moments'][0] if spec.is_ordered else None
+    system, group = crystal_system(atoms, moments)
     method = settings.get('method', 'both')
     magnitudes = settings.get('magnitudes', [0.005, 0.01])
     out = elastic_constants(atoms, magnitudes=magnitudes, method=method)
-    moments = None if not spec.is_ordered else atoms.calc.states[0]
-    system, group = crystal_system(atoms, moments)
     main = out['stress_strain' if 'stress_strain' in out else 'energy_strain']
     c = np.array(main['C'])
     stability = born_stability(c, system)
