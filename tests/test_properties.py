@@ -246,3 +246,25 @@ def test_bad_input_is_refused_with_a_message(tmp_path):
     with pytest.raises(ValueError, match='relaxed in volume only'):
         run_property('elastic', REF, rocksalt(4.15), {'state': {'kind': 'PM'}, 'relax': 'full'}, tmp_path)
     assert not list(tmp_path.iterdir())  # nothing written for refused input
+
+
+def test_ordered_states_of_a_chosen_kind_and_random_states_are_reproducible():
+    from aiida_mmtp.mtp.structures import supercell
+
+    cell = rocksalt(4.15)
+    layered = make_states(cell, REF.species, StateSpec('AFM', {'Cr': 2.4}))
+    chosen = make_states(cell, REF.species, StateSpec('AFM', {'Cr': 2.4}, signs=(1, 0, -1, 0, -1, 0, 1, 0)))
+    assert np.array_equal(layered, chosen) and np.array_equal(layered[0, ::2], [2.4, -2.4, -2.4, 2.4])
+    ferri = make_states(supercell(cell, (2, 1, 1)), REF.species, StateSpec('FM', {'Cr': 2.0}, signs=[1, 0] * 4))
+    assert ferri.shape == (1, 16) and np.all(ferri[0, ::2] == 2.0)
+    with pytest.raises(ValueError, match='3 signs do not tile a cell of 8 atoms'):
+        make_states(cell, REF.species, StateSpec('AFM', {'Cr': 2.4}, signs=(1, -1, 0)))
+    with pytest.raises(ValueError, match='define an ordered FM/AFM state'):
+        StateSpec('PM', {'Cr': 2.4}, signs=(1, -1))
+    big = supercell(cell, (2, 2, 2))
+    first = make_states(big, REF.species, StateSpec('PM', {'Cr': 2.4}, n_states=5, seed=7))
+    again = make_states(big, REF.species, StateSpec('PM', {'Cr': 2.4}, n_states=5, seed=7))
+    other = make_states(big, REF.species, StateSpec('PM', {'Cr': 2.4}, n_states=5, seed=8))
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    assert np.all((first[:, big.types == 0] > 0).sum(axis=1) == 16) and np.all(first[:, big.types == 1] == 0)
+    assert len({tuple(s) for s in first}) == 5

@@ -10,7 +10,8 @@ Settings (all optional except where said; units in brackets):
 
 - ``state``: ``kind`` (FM, AFM, PM), ``moments`` {species: mu_B} (default 0.75 M_max for species with
   M_max >= 1 mu_B; species left out start at 0 and keep it), ``n_states`` (PM, default 50), ``seed``,
-  ``equilibrate`` (default true: moment sizes re-equilibrated at every structure; false: kept).
+  ``equilibrate`` (default true: moment sizes re-equilibrated at every structure; false: kept), ``signs``
+  (an ordered state of another kind: +1/-1/0 per atom of the unit cell).
 - ``tol``: moment equilibration tolerance [eV/mu_B], 1e-6.
 - ``relax``: full | volume | none (default full for FM/AFM, volume for PM); ``fmax`` [eV/A], 1e-3.
 - ``supercell``: repetitions of the unit cell for the state average (PM default 2 2 2, ordered 1 1 1;
@@ -60,11 +61,10 @@ KINDS = tuple(SETTINGS)
 def parse_state(model, settings: dict) -> StateSpec:
     """The :class:`StateSpec` of ``settings['state']``; refuses states a non-magnetic potential cannot have."""
     state = dict(settings.get('state') or {})
-    unknown = sorted(set(state) - {'kind', 'moments', 'n_states', 'seed', 'equilibrate'})
+    known = ('kind', 'moments', 'n_states', 'seed', 'equilibrate', 'signs')
+    unknown = sorted(set(state) - set(known))
     if unknown:
-        raise ValueError(
-            f'state: unknown keys {", ".join(unknown)} (known: kind, moments, n_states, seed, equilibrate)'
-        )
+        raise ValueError(f'state: unknown keys {", ".join(unknown)} (known: {", ".join(known)})')
     kind = state.get('kind', 'FM')
     if not model.is_magnetic:
         if kind != 'FM':
@@ -87,6 +87,7 @@ def parse_state(model, settings: dict) -> StateSpec:
         int(state.get('n_states', 50)),
         int(state.get('seed', 0)),
         bool(state.get('equilibrate', True)),
+        None if state.get('signs') is None else tuple(int(x) for x in state['signs']),
     )
 
 
@@ -243,6 +244,7 @@ def _average(model, unit, spec, settings, outdir, results, arrays, label, log) -
     f_mean, f_sem = running_statistics(per['forces'][:, index - 1, :])
     n = np.arange(1, len(states) + 1)
     arrays.update(
+        states=states,
         n_states=n,
         energy_per_atom=per['energy'] / len(atoms),
         energy_mean=e_mean,

@@ -47,6 +47,8 @@ class StateSpec:
     seed: seed of the random states.
     equilibrate: re-equilibrate the moment sizes at every structure (the paper's recipe); False keeps them
         at the starting sizes (fixed-moment states).
+    signs: for an ordered state of another kind, the sign (+1, -1, 0) of each atom of the unit cell, repeated
+        over supercells of it (e.g. AFM2 or a ferrimagnet); default: FM all +1, AFM layered along c.
     """
 
     kind: str
@@ -54,12 +56,18 @@ class StateSpec:
     n_states: int = 50
     seed: int = 0
     equilibrate: bool = True
+    signs: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in STATE_KINDS:
             raise ValueError(f'magnetic state {self.kind!r}: choose from {", ".join(STATE_KINDS)}')
         if self.kind == 'PM' and self.n_states < 2:
             raise ValueError(f'a paramagnetic average needs at least 2 random states, got n_states={self.n_states}')
+        if self.signs is not None and (self.kind == 'PM' or any(x not in (-1, 0, 1) for x in self.signs)):
+            raise ValueError(
+                f'signs (one of -1, 0, 1 per atom of the unit cell) define an ordered FM/AFM state, '
+                f'got {self.kind} with {list(self.signs)}'
+            )
         if not any(abs(v) > 0 for v in self.moments.values()):
             raise ValueError(
                 f'the {self.kind} state needs a non-zero starting moment for some species, got {self.moments}'
@@ -96,6 +104,11 @@ def make_states(cfg: Configuration, species: tuple[str, ...], spec: StateSpec) -
             f'moments given for {", ".join(unknown)}, which the potential does not have (species {", ".join(species)})'
         )
     magnitude = {species.index(s): float(abs(v)) for s, v in spec.moments.items() if abs(v) > 0}
+    if spec.signs is not None:
+        if cfg.natoms % len(spec.signs):
+            raise ValueError(f'{len(spec.signs)} signs do not tile a cell of {cfg.natoms} atoms')
+        signs = np.tile(np.asarray(spec.signs, dtype=float), cfg.natoms // len(spec.signs))
+        return (signs * np.array([magnitude.get(int(t), 0.0) for t in cfg.types]))[None, :]
     if spec.kind == 'FM':
         return np.array([[magnitude.get(int(t), 0.0) for t in cfg.types]])
     if spec.kind == 'AFM':
