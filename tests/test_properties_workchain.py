@@ -144,3 +144,15 @@ def test_a_failed_job_is_reported_and_the_others_kept(mmtp_code, potential_node)
     assert [job.label for job in failed] == ['AFM elastic'] and failed[0].exit_status == 310
     assert set(results['results']) == {'FM_elastic'}
     assert 'AFM' not in results['summary'].get_dict() and results['table_ii'].get_content().count('FM') == 4
+
+
+def test_the_command_line_offers_the_engine_states_and_properties():
+    from aiida_mmtp.cli import properties as cli
+    from aiida_mmtp.mtp.properties.run import KINDS
+    from aiida_mmtp.mtp.properties.states import STATE_KINDS
+
+    assert cli._STATES == STATE_KINDS and cli._KINDS == KINDS
+    from aiida_mmtp.mtp.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert tuple(commands['properties']._actions[1].choices) == KINDS

@@ -11,6 +11,8 @@ from . import MMTP_CODE, _load, main
 
 __all__ = ['properties']
 
+# the engine's STATE_KINDS and KINDS (aiida_mmtp.mtp.properties), written out: importing the engine here would
+# load numba at every start of the command line; tests/test_properties_workchain.py checks that they agree
 _STATES = ('FM', 'AFM', 'PM')
 _KINDS = ('average', 'elastic', 'phonons', 'qha')
 

@@ -20,12 +20,14 @@ from aiida.engine import WorkChain, calcfunction
 
 from ..calculations.properties import MmtpPropertiesCalculation, validate_properties
 from ..data.potential import MtpPotentialData
+from ..mtp.properties.run import KINDS
+from ..mtp.properties.states import STATE_KINDS
 from .common import engine_metadata, why_failed
 
 __all__ = ['PropertiesWorkChain', 'job_parameters', 'summarise']
 
-_KINDS = ('average', 'elastic', 'phonons', 'qha')
-_STATES = ('FM', 'AFM', 'PM')
+_KINDS = KINDS
+_STATES = STATE_KINDS
 
 
 def job_parameters(settings: dict, state: str, kind: str) -> dict:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .qha import GAS_CONSTANT
+
 __all__ = ['plot_convergence', 'plot_phonons', 'plot_qha']
 
 
@@ -95,7 +97,7 @@ def plot_qha(path: Path, result: dict, neel: float | None, title: str) -> None:
             ax.plot(t, y, '-', color='C0', label='QHA')
         ax.set_xlabel('temperature (K)')
         ax.set_ylabel(label)
-    axes[1].axhline(3 * 8.314462618, color='C3', lw=0.8, ls='-.', label='3R (Dulong-Petit)')
+    axes[1].axhline(3 * GAS_CONSTANT, color='C3', lw=0.8, ls='-.', label='3R (Dulong-Petit)')
     axes[1].legend(fontsize=8, loc='lower right')
     fig.suptitle(title)
     fig.tight_layout()

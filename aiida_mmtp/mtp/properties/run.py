@@ -42,7 +42,7 @@ from . import plots
 from .elastic import TABLE_COLUMNS, born_stability, comparison_rows, crystal_system, elastic_constants
 from .phonons import PhononRun
 from .qha import GAS_CONSTANT, MIN_VOLUMES, quasi_harmonic
-from .relax import relax_structure, supercell_atoms
+from .relax import EV_PER_A3_IN_GPA, relax_structure, supercell_atoms
 from .states import StateSpec, make_states, moment_summary, running_statistics
 
 __all__ = ['KINDS', 'SETTINGS', 'parse_state', 'run_property', 'validate_settings']
@@ -106,6 +106,15 @@ def validate_settings(kind: str, settings: dict) -> None:
     reps = settings.get('supercell')
     if reps is not None and (len(reps) != 3 or any(int(r) < 1 for r in reps)):
         raise ValueError(f'supercell must be three positive integers, got {reps}')
+    nac = settings.get('nac')
+    if nac and (set(nac) != {'epsilon', 'born'}):
+        raise ValueError(f'nac needs exactly epsilon and born (charges per species), got {sorted(nac)}')
+
+
+def _state_supercell(spec: StateSpec, settings: dict) -> tuple[int, ...]:
+    """The repetitions of the unit cell that carry the states: ``settings.supercell``, else 1x1x1 for an ordered
+    state and 2x2x2 (64 atoms of B1) for PM."""
+    return tuple(int(r) for r in settings.get('supercell', (1, 1, 1) if spec.is_ordered else (2, 2, 2)))
 
 
 def _check_structure(model, unit: Configuration) -> None:
@@ -156,7 +165,7 @@ def _check_moments(atoms: Atoms, species: tuple[str, ...], spec: StateSpec, log)
 
 def _relaxed_unit(model, unit: Configuration, spec: StateSpec, settings: dict, log) -> tuple[Atoms, dict]:
     """The relaxed unit cell of the phase: ordered states relax in the unit cell, PM in the supercell."""
-    reps = (1, 1, 1) if spec.is_ordered else tuple(settings.get('supercell', (2, 2, 2)))
+    reps = (1, 1, 1) if spec.is_ordered else _state_supercell(spec, settings)
     atoms, report = _phase(model, unit, spec, reps, settings, log)
     species = tuple(model.species)
     if reps == (1, 1, 1):
@@ -222,23 +231,24 @@ def run_property(
 
 
 def _average(model, unit, spec, settings, outdir, results, arrays, label, log) -> None:
-    reps = tuple(settings.get('supercell', (1, 1, 1) if spec.is_ordered else (2, 2, 2)))
+    reps = _state_supercell(spec, settings)
     species = tuple(model.species)
     atoms = supercell_atoms(unit, species, reps)
+    cfg = atoms_to_configuration(atoms, species)
     magnetic = [species.index(s) for s in spec.moments]
-    default = int(np.flatnonzero(np.isin(atoms_to_configuration(atoms, species).types, magnetic))[0]) + 1
+    default = int(np.flatnonzero(np.isin(cfg.types, magnetic))[0]) + 1
     index = int(settings.get('displace_atom', default))
     if not 1 <= index <= len(atoms):
         raise ValueError(f'displace_atom {index} is not an atom of the {len(atoms)}-atom cell')
     shift = np.asarray(settings.get('displacement', [0.01, 0.0, 0.0]), dtype=float).reshape(3)
-    states = make_states(atoms_to_configuration(atoms, species), species, spec)
+    states = make_states(cfg, species, spec)
     positions = atoms.get_positions()
     positions[index - 1] += shift
     atoms.set_positions(positions)
     calc = spec.calculator(model, states, float(settings.get('tol', 1e-6)))
     atoms.calc = calc
     atoms.get_forces()
-    _check_moments(atoms, species, spec, log)
+    moments = _check_moments(atoms, species, spec, log)
     per = calc.per_state
     e_mean, e_sem = running_statistics(per['energy'] / len(atoms))
     f_mean, f_sem = running_statistics(per['forces'][:, index - 1, :])
@@ -265,8 +275,8 @@ def _average(model, unit, spec, settings, outdir, results, arrays, label, log) -
         energy_per_atom_sem_eV=float(e_sem[-1]),
         force_on_displaced_eV_per_A=f_mean[-1].tolist(),
         force_on_displaced_sem_eV_per_A=f_sem[-1].tolist(),
-        stress_GPa=(calc.results['stress'] * 160.21766208).tolist(),
-        mean_abs_moment_muB=moment_summary(calc, atoms_to_configuration(atoms, species).types, species),
+        stress_GPa=(calc.results['stress'] * EV_PER_A3_IN_GPA).tolist(),
+        mean_abs_moment_muB=moments,
         unconverged_equilibrations=calc.not_converged,
     )
     _write_csv(
@@ -294,7 +304,7 @@ def _average(model, unit, spec, settings, outdir, results, arrays, label, log) -
 
 
 def _elastic(model, unit, spec, settings, outdir, results, arrays, label, log) -> None:
-    reps = tuple(settings.get('supercell', (1, 1, 1) if spec.is_ordered else (2, 2, 2)))
+    reps = _state_supercell(spec, settings)
     atoms, relax_report = _phase(model, unit, spec, reps, settings, log)
     # the symmetry of the relaxed cell with its equilibrated moments (the lattice's alone for PM)
     atoms.get_potential_energy()
@@ -356,9 +366,6 @@ def _phonons(model, unit, spec, settings, outdir, results, arrays, label, log) -
     gamma = run.gamma_frequencies()
     nac = settings.get('nac')
     if nac:
-        unknown = sorted(set(nac) - {'epsilon', 'born'})
-        if unknown or 'epsilon' not in nac or 'born' not in nac:
-            raise ValueError(f'nac needs exactly epsilon and born (charges per species), got {sorted(nac)}')
         run.set_nac(nac['epsilon'], nac['born'])
     bands = run.bands(cell, int(settings.get('band_points', 41)))
     dos = run.dos(tuple(settings.get('mesh', (16, 16, 16))))
@@ -382,7 +389,6 @@ def _phonons(model, unit, spec, settings, outdir, results, arrays, label, log) -
         mesh_modes=dos['mesh_modes'],
         nac=bool(nac),
     )
-    n_points = bands['segment_points']
     _write_csv(
         outdir / 'bands.csv',
         ['distance_per_A', *[f'band_{k + 1}_THz' for k in range(gamma.size)]],
@@ -392,7 +398,7 @@ def _phonons(model, unit, spec, settings, outdir, results, arrays, label, log) -
         outdir / 'dos.csv', ['frequency_THz', 'dos_per_THz'], zip(dos['frequency'].tolist(), dos['dos'].tolist())
     )
     title = f'{label}' + (' with NAC' if nac else '')
-    plots.plot_phonons(outdir / 'phonons.png', {**bands, 'segment_points': n_points}, dos, title)
+    plots.plot_phonons(outdir / 'phonons.png', bands, dos, title)
     log(
         f'phonons: Gamma {np.round(gamma, 3).tolist()} THz; max {results["max_frequency_THz"]:.3f} THz; '
         f'{dos["imaginary_modes"]} of {dos["mesh_modes"]} mesh modes imaginary'

@@ -41,8 +41,8 @@ class StateSpec:
     """Which magnetic phase, and how it is sampled.
 
     kind: 'FM', 'AFM' (layers alternating along the third cell vector) or 'PM' (random 50/50 states).
-    moments: starting moment size per species symbol, mu_B (re-equilibrated anyway); species left out
-        start at 0 and stay free.
+    moments: starting moment size per species symbol, mu_B (re-equilibrated unless ``equilibrate`` is False);
+        species left out start at 0 and stay there (see :class:`StateAverageCalculator`).
     n_states: number of random states for PM (ignored for FM/AFM: one state).
     seed: seed of the random states.
     equilibrate: re-equilibrate the moment sizes at every structure (the paper's recipe); False keeps them
@@ -84,6 +84,7 @@ class StateSpec:
             'n_states': self.n_states,
             'seed': self.seed,
             'equilibrate': self.equilibrate,
+            'signs': None if self.signs is None else list(self.signs),
         }
 
     def calculator(self, model, states: np.ndarray, tol: float = 1e-6) -> StateAverageCalculator:
