@@ -77,7 +77,7 @@ def test_bad_campaign_inputs_are_refused_before_anything_runs(codes):
         run(builder)
 
     stages = [{'name': 'md', 'simulation': {'kind': 'md', 'gamma_low': 12.0, 'gamma_up': 10.0}}]
-    with pytest.raises(ValueError, match=r'stage md: gamma_low \(12.0\) must not exceed gamma_up \(10.0\)'):
+    with pytest.raises(ValueError, match=r'stage md: simulation: gamma_low \(12.0\) must not exceed gamma_up \(10.0\)'):
         run(fast_builder(codes, stages=stages))
 
     builder = fast_builder(codes)
@@ -92,6 +92,12 @@ def test_bad_campaign_inputs_are_refused_before_anything_runs(codes):
 
     builder = fast_builder(codes, cdft={'parameters': {'ratsph': {'Cr': 2.2, 'N': 2.0}}})
     with pytest.raises(ValueError, match=r'initial configuration 1 \(.*\): .*overlap'):
+        run(builder)
+
+    # the old `fast` layout: 2-atom cells at 2x2x2 beside 8-atom cells at Gamma (1.67 eV/atom apart)
+    builder = fast_builder(codes, cells={'primitive': 'primitive'}, cdft={'kpoints_distance': 1.6})
+    with pytest.raises(ValueError, match=r'structure primitive at scale 1 would be labelled on another k-point set '
+                                         r'than structure conventional at scale 1: mesh .* different'):  # fmt: skip
         run(builder)
     assert processes() == before  # nothing ran, nothing was stored as a process
     assert orm.QueryBuilder().append(orm.CalcJobNode).count() == 0
@@ -180,6 +186,15 @@ def test_fast_campaign_converges_with_full_provenance(codes, tmp_path):
     assert all(selected[-1] == 0 for selected in by_stage.values())  # each AL stage ends selecting nothing
     assert sum(sum(s) for s in by_stage.values()) > 0  # and the loop did learn something on the way
     check_provenance(node)
+    # `fast` says that its labels are unconverged, at launch and in its outputs
+    assert 'not converged' in ' '.join(summary['warnings']) or 'unconverged' in ' '.join(summary['warnings'])
+    # the held-out test set: labelled by cDFT, never in the training set, its errors reported by every fit
+    test_set = node.outputs.test_set_labels
+    assert len(test_set) == 3 and not set(test_set.sources) & set(node.outputs.training_set.sources)
+    assert any(it.get('test_rmse_E_meV_per_atom', -1) >= 0 for it in summary['iterations'])
+    # one k-point set: every label records the mesh it was made with (2x2x2, shifted by 1/2)
+    assert {kp[0] for kp in node.outputs.training_set.kpoints} == {(2, 2, 2)}
+    assert node.outputs.training_set.fidelity['kpoints']['shifts'] == [[0.5, 0.5, 0.5]]
     # progress is queryable: one labelled node per iteration with its counts in extras
     iterations = orm.QueryBuilder().append(orm.WorkflowNode, filters={
         'attributes.process_label': 'ActiveLearningIterationWorkChain'}, project=['label', 'extras']).all()  # fmt: skip

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
-#: a campaign small enough for a test: the 2-atom cell only, one iteration of moment equilibration
+#: a campaign small enough for a test: FM and AFM 8-atom cells, no test set, one iteration of moment equilibration
 TINY = """\
-cells: {conventional: null}
-initial: {states: {conventional: null}}
+initial: {states: [FM, AFM], n_perturbed: 0}
+test_set: null
+max_selected: 2
 max_iterations: 1
 stages:
   - {name: equilibrate, start: initial, max_iterations: 1, simulation: {kind: equilibrate, steps: 50}}

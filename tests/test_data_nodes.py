@@ -79,3 +79,49 @@ def test_training_sets_of_different_fidelity_are_not_mixed(aiida_profile, labell
         cfg = configs[0].copy()
         cfg.cell = None
         TrainingSetData([cfg], ['Cr', 'N'])
+
+
+def test_one_training_set_one_kpoint_set(aiida_profile):
+    """The fidelity key holds the k-point SET a label sampled: equivalent meshes of other cells merge, others not."""
+    from aiida_mmtp.calculations.functions import merge_training_sets
+    from aiida_mmtp.data import TrainingSetData
+    from aiida_mmtp.mtp.reference import MagneticPairPotential
+    from aiida_mmtp.mtp.structures import rocksalt, supercell
+
+    ref = MagneticPairPotential()
+    half = [[0.5, 0.5, 0.5]]
+    cubic, double = rocksalt(4.15), supercell(rocksalt(4.15), (2, 1, 1))
+    cubic.moments, double.moments = np.tile([2.4, 0.0], 4), np.tile([2.4, 0.0], 8)
+    cubic, double = ref.label(cubic), ref.label(double)
+    prim = rocksalt(4.15, primitive=True)
+    prim.moments = np.array([2.4, 0.0])
+    prim = ref.label(prim)
+
+    def labelled(cfg, mesh, shifts):
+        key = {
+            'ecut': 15,
+            'kpoints': {
+                'distance': 0.8,
+                'shifts': shifts,
+                'reference': {'cell': cfg.cell.tolist(), 'mesh': mesh, 'shifts': shifts},
+            },
+        }
+        return TrainingSetData([cfg], ['Cr', 'N'], fidelity=key, kpoints=[(mesh, shifts)])  # fmt: skip
+
+    eight, sixteen = labelled(cubic, [2, 2, 2], half), labelled(double, [1, 2, 2], half)
+    merged = merge_training_sets(a=eight, b=sixteen)  # one k-point set, two cells
+    assert len(merged) == 2 and merged.kpoints == [((2, 2, 2), half), ((1, 2, 2), half)]
+    assert merged.fidelity == eight.fidelity
+    gamma = labelled(cubic, [2, 2, 2], [[0.0, 0.0, 0.0]])
+    two = labelled(prim, [2, 2, 2], [[0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match=r'different settings \(kpoints\)'):
+        eight.check_compatible(gamma)  # same mesh, other shift
+    with pytest.raises(ValueError, match=r'different settings \(kpoints\)'):
+        labelled(cubic, [1, 1, 1], [[0.0, 0.0, 0.0]]).check_compatible(two)  # the old `fast`: 2 and 8 atoms
+    message = (
+        r'configuration 2 was labelled on another k-point set than the training set \(mesh 2x2x2 of a '
+        r'\(4\.15, 4\.15, 4\.15\) A cell and 2x2x2 of a \(2\.93, 2\.93, 2\.93\) A cell sample different'
+    )
+    with pytest.raises(ValueError, match=message):
+        TrainingSetData([cubic, prim], ['Cr', 'N'], fidelity=eight.fidelity,
+                        kpoints=[([2, 2, 2], half), ([2, 2, 2], half)])  # fmt: skip

@@ -109,10 +109,36 @@ def test_bad_engine_inputs_are_refused_before_running(fitted, mmtp_code):
         run(MmtpSimulateCalculation, **common, parameters=orm.Dict({'kind': 'md', 'gamma_low': 5, 'gamma_up': 2}))
     with pytest.raises(ValueError, match="`kind` must be one of equilibrate, relax, md, got 'anneal'"):
         run(MmtpSimulateCalculation, **common, parameters=orm.Dict({'kind': 'anneal'}))
-    with pytest.raises(ValueError, match='unknown parameters for relax: temperature'):
+    with pytest.raises(ValueError, match="unknown parameter 'temperature' for relax"):
         run(MmtpSimulateCalculation, **common, parameters=orm.Dict({'kind': 'relax', 'temperature': 300}))
+    with pytest.raises(ValueError, match="unknown parameter 'temprature' for md \\(did you mean temperature\\?\\)"):
+        run(MmtpSimulateCalculation, **common, parameters=orm.Dict({'kind': 'md', 'temprature': 300}))
+    with pytest.raises(ValueError, match='timestep must be > 0, got 0'):
+        run(MmtpSimulateCalculation, **common, parameters=orm.Dict({'kind': 'md', 'timestep': 0}))
     other = MtpPotentialData(Potential.from_level(6, ['Fe', 'Al'], n_phi=3, n_psi=2, m_max=[3.0, 0.5]))
     with pytest.raises(ValueError, match=r"the potential is for \['Fe', 'Al'\], the training_set for \['Cr', 'N'\]"):
         run(MmtpSelectCalculation, code=mmtp_code, potential=other, training_set=training_set)
     with pytest.raises(ValueError, match='give either `training_set`'):
         run(MmtpSelectCalculation, code=mmtp_code, potential=results['potential'])
+
+
+def test_explore_where_every_run_failed_is_a_failure_not_zero_candidates(fitted, mmtp_code):
+    """Issue 12, finding 1: runs that all failed used to count as '0 preselected', i.e. a converged stage."""
+    from aiida import orm
+    from aiida.engine import run_get_node
+
+    from aiida_mmtp.data import TrainingSetData
+    from aiida_mmtp.workchains.explore import ExploreWorkChain
+
+    results, _ = fitted
+    crushed = []
+    for cfg in start_configurations().get_configurations():
+        cfg.positions[1] = cfg.positions[0] + [1.2, 0.0, 0.0]  # a N atom 1.2 A from a Cr: below min_dist 1.7 A
+        crushed.append(cfg)
+    simulate = {'code': mmtp_code, 'potential': results['potential'], 'active_set': results['active_set'],
+                'configurations': TrainingSetData(crushed, ['Cr', 'N']),
+                'parameters': orm.Dict({'kind': 'md', 'steps': 5, 'temperature': 300})}  # fmt: skip
+    _, node = run_get_node(ExploreWorkChain, simulate=simulate)
+    assert node.exit_status == ExploreWorkChain.exit_codes.ERROR_ALL_RUNS_FAILED.status
+    assert 'Every simulation run failed (2 runs): failed:' in node.exit_message
+    assert 'min_dist' in node.exit_message

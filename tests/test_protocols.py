@@ -41,7 +41,7 @@ def codes(aiida_code_installed, aiida_profile):
 
 @pytest.mark.parametrize(
     ('protocol', 'cells', 'n_params', 'n_initial'),
-    [('fast', {'primitive': 2, 'conventional': 8}, 52, 12), ('balanced', {'conventional': 8}, 319, 162),
+    [('fast', {'conventional': 8}, 52, 12), ('balanced', {'conventional': 8}, 319, 162),
      ('paper', {'supercell': 64}, 606, 162)],
 )  # fmt: skip
 def test_each_protocol_builds_a_valid_campaign(codes, protocol, cells, n_params, n_initial):

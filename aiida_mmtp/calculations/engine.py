@@ -37,6 +37,49 @@ SIMULATION_PARAMETERS = {
     },  # fmt: skip
 }
 _COMMON = {'gamma_low': '--gamma-low', 'gamma_up': '--gamma-up', 'stop_all': '--stop-all'}
+#: Ranges of the numeric simulation parameters: (lowest allowed, whether the lowest itself is allowed).
+_RANGES = {
+    'gamma_low': (0.0, False),
+    'gamma_up': (0.0, False),
+    'tol': (0.0, False),
+    'steps': (1, True),
+    'fmax': (0.0, False),
+    'temperature': (0.0, True),
+    'timestep': (0.0, False),
+    'friction': (0.0, True),
+}
+
+
+def did_you_mean(name: str, known) -> str:
+    """`` (did you mean X?)`` for the closest of ``known`` to a misspelled ``name``, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f' (did you mean {close[0]}?)' if close else ''
+
+
+def simulation_problem(params: dict) -> str | None:
+    """What is wrong with the parameters of an ``mmtp.simulate`` job (kind, keys, ranges), or None."""
+    kind = params.get('kind')
+    if kind not in SIMULATION_PARAMETERS:
+        return f'`kind` must be one of {", ".join(SIMULATION_PARAMETERS)}, got {kind!r}'
+    known = {'kind', 'grading', *_COMMON, *SIMULATION_PARAMETERS[kind]}
+    for key in sorted(set(params) - known):
+        return f'unknown parameter {key!r} for {kind}{did_you_mean(key, known)} (known: {", ".join(sorted(known))})'
+    for key, (lowest, inclusive) in _RANGES.items():
+        value = params.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            return f'{key} must be a number, got {value!r}'
+        if value < lowest or (value == lowest and not inclusive):
+            return f'{key} must be {">=" if inclusive else ">"} {lowest:g}, got {value}'
+    low, up = params.get('gamma_low'), params.get('gamma_up')
+    if low is not None and up is not None and low > up:
+        return f'gamma_low ({low}) must not exceed gamma_up ({up})'
+    if params.get('ensemble', 'nvt') not in ('nvt', 'nve'):
+        return f"ensemble must be 'nvt' or 'nve', got {params['ensemble']!r}"
+    return None
 
 
 class MmtpEngineCalculation(CalcJob):
@@ -159,16 +202,9 @@ def validate_simulate(value, ctx) -> str | None:
     if problem or 'parameters' not in value:
         return problem
     params = value['parameters'].get_dict()
-    kind = params.get('kind')
-    if kind not in SIMULATION_PARAMETERS:
-        return f'parameters: `kind` must be one of {", ".join(SIMULATION_PARAMETERS)}, got {kind!r}'
-    known = {'kind', 'grading', *_COMMON, *SIMULATION_PARAMETERS[kind]}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        return f'unknown parameters for {kind}: {", ".join(unknown)} (known: {", ".join(sorted(known))})'
-    low, up = params.get('gamma_low'), params.get('gamma_up')
-    if low is not None and up is not None and low > up:
-        return f'gamma_low ({low}) must not exceed gamma_up ({up})'
+    problem = simulation_problem(params)
+    if problem:
+        return f'parameters: {problem}'
     if params.get('grading', True) and 'active_set' not in value:
         return 'grading needs an `active_set` (or set parameters.grading to False)'
     if 'configurations' in value:

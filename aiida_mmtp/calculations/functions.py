@@ -1,4 +1,4 @@
-"""Calcfunctions for cheap transforms with provenance: k-point meshes, training-set merges.
+"""Calcfunctions for cheap transforms with provenance: k-point meshes, training-set merges, label hygiene.
 
 Nothing here does heavy numerics (those are CalcJobs); each function only
 reshapes what it is given.
@@ -9,9 +9,10 @@ from __future__ import annotations
 from aiida import orm
 from aiida.engine import calcfunction
 
-from ..data.training_set import TrainingSetData
+from ..data.training_set import TrainingSetData, fidelity_difference
+from ..mtp.hygiene import HygieneRule, screen_labels
 
-__all__ = ['create_kpoints_from_distance', 'merge_training_sets']
+__all__ = ['create_kpoints_from_distance', 'merge_training_sets', 'screen_new_labels']
 
 
 @calcfunction
@@ -31,7 +32,8 @@ def merge_training_sets(allow_different_fidelity: orm.Bool | None = None, **sets
 
     Refuses sets of other species, and (unless ``allow_different_fidelity``)
     sets labelled with different settings: the error names the keys that differ.
-    The merged set keeps the common fidelity key, or ``{'mixed': [...]}`` with each one.
+    The merged set keeps the first set's fidelity key when all agree (k-point SETS compared, not how they were
+    chosen), or ``{'mixed': [...]}`` with each one; each label keeps its k-point sampling.
     """
     if not sets:
         raise ValueError('nothing to merge: give at least one training set')
@@ -41,7 +43,35 @@ def merge_training_sets(allow_different_fidelity: orm.Bool | None = None, **sets
     for other in ordered[1:]:
         first.check_compatible(other, allow_different_fidelity=allow)
     fidelities = [s.fidelity for s in ordered]
-    fidelity = fidelities[0] if all(f == fidelities[0] for f in fidelities) else {'mixed': fidelities}
+    same = all(not fidelity_difference(fidelities[0], f) for f in fidelities)
+    fidelity = fidelities[0] if same else {'mixed': fidelities}
     configurations = [cfg for s in ordered for cfg in s.get_configurations()]
     sources = [src for s in ordered for src in s.sources]
-    return TrainingSetData(configurations, first.species, fidelity=fidelity, sources=sources)
+    kpoints = [kp for s in ordered for kp in s.kpoints]
+    return TrainingSetData(configurations, first.species, fidelity=fidelity, sources=sources, kpoints=kpoints)
+
+
+@calcfunction
+def screen_new_labels(new: TrainingSetData, rule: orm.Dict, existing: TrainingSetData | None = None) -> dict:
+    """Label hygiene (:mod:`aiida_mmtp.mtp.hygiene`): which of ``new`` may join ``existing``.
+
+    Outputs ``refused`` (Dict: ``n_refused`` and, per refused label, its index in ``new``, the cDFT run that
+    made it and the reason) and, unless every label was refused, ``accepted`` (the others, sources and
+    k-point samplings kept).
+    """
+    configs = new.get_configurations()
+    problems = screen_labels(configs, existing.get_configurations() if existing is not None else [],
+                             HygieneRule.from_dict(rule.get_dict()))  # fmt: skip
+    sources, kpoints = new.sources, new.kpoints
+    refused = [{'index': k, 'source': sources[k], 'reason': why} for k, why in enumerate(problems) if why]
+    out = {'refused': orm.Dict({'n_refused': len(refused), 'refused': refused})}
+    keep = [k for k, why in enumerate(problems) if why is None]
+    if keep:
+        out['accepted'] = TrainingSetData(
+            [configs[k] for k in keep],
+            new.species,
+            fidelity=new.fidelity,
+            sources=[sources[k] for k in keep],
+            kpoints=[kpoints[k] for k in keep],
+        )
+    return out

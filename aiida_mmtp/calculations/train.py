@@ -31,6 +31,8 @@ def validate_inputs(value, ctx) -> str | None:
     potential, training_set = value['potential'], value['training_set']
     if potential.species != training_set.species:
         return f'the potential is for {potential.species}, the training set for {training_set.species}'
+    if 'test_set' in value and value['test_set'].species != training_set.species:
+        return f'the test set is for {value["test_set"].species}, the training set for {training_set.species}'
     counts = training_set.base.attributes.get('label_counts')
     if counts['energy'] < len(training_set):
         return f'{len(training_set) - counts["energy"]} of {len(training_set)} configurations have no energy label'
@@ -47,6 +49,7 @@ class MmtpTrainCalculation(MmtpEngineCalculation):
     """Fit ``potential`` to ``training_set`` (energies, forces, stresses, magnetic forces)."""
 
     _TRAIN = 'train.cfg'
+    _TEST = 'test.cfg'
     _POTENTIAL_OUT = 'output.mtp'
     _REPORT = 'report.json'
     _LOG = 'train.log'
@@ -60,6 +63,12 @@ class MmtpTrainCalculation(MmtpEngineCalculation):
         spec.input('training_set', valid_type=TrainingSetData, help='Labelled configurations.')
         spec.input('settings', valid_type=orm.Dict, required=False,
                    help='weights, max_iter, tol, reinit_linear, active_set')  # fmt: skip
+        spec.input(
+            'test_set',
+            valid_type=TrainingSetData,
+            required=False,
+            help="Held-out labelled configurations (never fitted): their errors are the report's test_errors.",
+        )
         spec.inputs.validator = validate_inputs
         spec.inputs['metadata']['options']['parser_name'].default = 'mmtp.train'
         spec.output('potential', valid_type=MtpPotentialData, help='The fitted potential.')
@@ -75,6 +84,9 @@ class MmtpTrainCalculation(MmtpEngineCalculation):
         species = self.inputs.training_set.species
         args = ['train', self._POTENTIAL_IN, self._TRAIN, self._POTENTIAL_OUT, '--report', self._REPORT]
         args += ['--species', *species]
+        if 'test_set' in self.inputs:
+            self.inputs.test_set.export_cfg(folder.get_abs_path(self._TEST))
+            args += ['--test', self._TEST]
         if settings['weights'] is not None:
             args += ['--weights', *[str(float(w)) for w in settings['weights']]]
         if settings['max_iter'] is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..protocols import default_protocol, list_protocols, protocol_warning
 from . import ABINIT_CODE, MMTP_CODE, _load, main
 
 __all__ = ['campaign']
@@ -43,6 +44,23 @@ def _where(node) -> str:
     return '\n'.join(lines)
 
 
+def _read_structure(path: str):
+    """A periodic StructureData from any file ASE reads; ClickException naming the problem otherwise."""
+    import ase.io
+    import numpy as np
+    from aiida import orm
+
+    try:
+        atoms = ase.io.read(path)
+    except Exception as exc:  # ASE raises many kinds for files it cannot read
+        raise click.ClickException(f'{path}: not a structure ASE can read ({type(exc).__name__}: {exc})') from exc
+    if isinstance(atoms, list) or len(atoms) == 0:
+        raise click.ClickException(f'{path}: no atoms in the file')
+    if not atoms.pbc.all() or abs(np.linalg.det(atoms.cell[:])) < 1e-6:
+        raise click.ClickException(f'{path}: the structure has no periodic cell (give all three lattice vectors)')
+    return orm.StructureData(ase=atoms)
+
+
 @main.group()
 def campaign():
     """Active-learning campaigns (CampaignWorkChain)."""
@@ -50,7 +68,8 @@ def campaign():
 
 @campaign.command('launch')
 @click.option('-p', '--profile', default=None, help='AiiDA profile (default: the default profile).')
-@click.option('--protocol', type=click.Choice(['fast', 'balanced', 'paper']), default='fast', show_default=True)
+@click.option('--protocol', type=click.Choice(list(list_protocols())), default=default_protocol('campaign'),
+              show_default=True)  # fmt: skip
 @click.option('--structure', 'structure_file', type=click.Path(exists=True, dir_okay=False), default=None,
               help='Conventional cell (any format ASE reads); default: B1 CrN, a = 4.15 A.')  # fmt: skip
 @click.option(
@@ -74,18 +93,27 @@ def launch(profile, protocol, structure_file, overrides, max_iterations, restart
 
     from ..workchains.campaign import CampaignWorkChain
 
-    extra = yaml.safe_load(Path(overrides).read_text()) if overrides else {}
+    try:
+        extra = yaml.safe_load(Path(overrides).read_text()) if overrides else {}
+    except yaml.YAMLError as exc:
+        raise click.ClickException(f'{overrides}: not valid YAML or JSON: {" ".join(str(exc).split())}') from exc
+    if extra is None:
+        extra = {}
+    if not isinstance(extra, dict):
+        raise click.ClickException(f'{overrides}: give a mapping of protocol keys (e.g. max_selected: 10), '
+                                   f'not a {type(extra).__name__}')  # fmt: skip
     if max_iterations is not None:
         extra['max_iterations'] = max_iterations
     structure = None
     if structure_file:
-        import ase.io
-
-        structure = orm.StructureData(ase=ase.io.read(structure_file))
+        structure = _read_structure(structure_file)
     try:
         codes = orm.load_code(abinit_code), orm.load_code(mmtp_code)
     except Exception as exc:  # NotExistent
         raise click.ClickException(f'{exc}: run aiida-mmtp setup first') from exc
+    warning = protocol_warning('campaign', protocol)
+    if warning:
+        click.secho(f'warning: {warning}', err=True, fg='yellow')
     try:
         builder = CampaignWorkChain.get_builder_from_protocol(*codes, structure=structure, protocol=protocol,
                                                               overrides=extra)  # fmt: skip
@@ -116,16 +144,19 @@ def status(identifier, profile):
     click.echo(f'{node.process_label}<{node.pk}> {node.label}: {state}'
                + (f' [{node.exit_status}] {node.exit_message or ""}' if node.is_finished else ''))  # fmt: skip
     extras = node.base.extras.all
+    for warning in extras.get('warnings', []):
+        click.echo(f'warning: {warning}')
     click.echo(f'stage: {extras.get("stage")}; completed: {", ".join(extras.get("completed_stages", [])) or "none"}; '
                f'training set: {extras.get("n_training", 0)} configurations')  # fmt: skip
-    header = f'{"#":>3} {"stage":14} {"candidates":>10} {"selected":>8} {"failed":>6} {"max grade":>10} ' \
-             f'{"E meV/at":>9} {"F meV/A":>9} {"T meV/muB":>9}'  # fmt: skip
-    click.echo(header)
+    nan = float('nan')
+    click.echo(f'{"":59} {"training RMSE":^29} {"test RMSE (held out)":^29}')
+    columns = f'{"#":>3} {"stage":14} {"candidates":>10} {"selected":>8} {"failed":>6} {"refused":>7} {"max grade":>9} '
+    click.echo(columns + 2 * f'{"E meV/at":>9} {"F meV/A":>9} {"T meV/muB":>9} ')
     for k, it in enumerate(extras.get('iterations', []), start=1):
+        errors = ''.join(f'{it.get(f"{prefix}_{key}", nan):9.3g} ' for prefix in ('rmse', 'test_rmse')
+                         for key in ('E_meV_per_atom', 'F_meV_per_A', 'T_meV_per_mu_B'))  # fmt: skip
         click.echo(f'{k:3d} {it["stage"]:14} {it["candidates"]:10d} {it["selected"]:8d} {it["failed"]:6d} '
-                   f'{it["max_grade"]:10.3g} {it.get("rmse_E_meV_per_atom", float("nan")):9.3g} '
-                   f'{it.get("rmse_F_meV_per_A", float("nan")):9.3g} '
-                   f'{it.get("rmse_T_meV_per_mu_B", float("nan")):9.3g}')  # fmt: skip
+                   f'{it.get("refused_labels", 0):7d} {it["max_grade"]:9.3g} {errors}')  # fmt: skip
     if node.is_finished:
         click.echo(_where(node))
 
@@ -153,7 +184,11 @@ def export(identifier, directory, profile):
     node.outputs.training_set.export_cfg(out / 'training_set.cfg')
     node.outputs.training_set.export_extxyz(out / 'training_set.xyz')
     (out / 'summary.json').write_text(json.dumps(node.outputs.summary.get_dict(), indent=2) + '\n')
-    for name in ('potential.mtp', 'training_set.cfg', 'training_set.xyz', 'summary.json'):
+    names = ['potential.mtp', 'training_set.cfg', 'training_set.xyz', 'summary.json']
+    if 'test_set_labels' in node.outputs:
+        node.outputs.test_set_labels.export_cfg(out / 'test_set.cfg')
+        names.append('test_set.cfg')
+    for name in names:
         click.echo(out / name)
 
 
@@ -162,7 +197,8 @@ def export(identifier, directory, profile):
 @click.option('-o', '--output', 'directory', type=click.Path(file_okay=False), help='Default: campaign-PK.')
 @click.option('-p', '--profile', default=None)
 def plot(identifier, directory, profile):
-    """PNG plots: learning curve (selected per iteration) and parity plots of E, F, S, T on the training set.
+    """PNG plots: learning curve (selected per iteration) and parity plots of E, F, S, T on the training set
+    and the held-out test set.
 
     IDENTIFIER: pk or UUID of the campaign (default: the newest)."""
     _load(profile)
@@ -174,8 +210,12 @@ def plot(identifier, directory, profile):
     if iterations:
         click.echo(learning_curve(iterations, out / 'learning_curve.png'))
     if 'potential' in node.outputs:
-        data = parity_data(node.outputs.potential.get_potential(), node.outputs.training_set.get_configurations())
-        click.echo(parity_plot(data, out / 'parity.png'))
+        potential = node.outputs.potential.get_potential()
+        data = parity_data(potential, node.outputs.training_set.get_configurations())
+        test = None
+        if 'test_set_labels' in node.outputs:
+            test = parity_data(potential, node.outputs.test_set_labels.get_configurations())
+        click.echo(parity_plot(data, out / 'parity.png', test=test))
 
 
 @main.command('protocols')

@@ -70,8 +70,9 @@ def parity_data(potential, configurations) -> dict[str, tuple[np.ndarray, np.nda
     return {k: (np.concatenate(ref[k]), np.concatenate(pred[k])) for k in keys if ref[k]}
 
 
-def parity_plot(data: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
-    """Four panels, DFT on x and mMTP on y, with each RMSE in its title."""
+def parity_plot(data: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, test: dict | None = None) -> Path:
+    """Four panels, DFT on x and mMTP on y, with each RMSE in its title; ``test`` (same form, held-out labels)
+    drawn in another colour with its own RMSE."""
     plt = _pyplot()
     titles = {'energy': ('E', 'eV/atom'), 'forces': ('F', 'eV/A'), 'stress': ('S', 'GPa'),
               'mag_forces': ('T', 'eV/mu_B')}  # fmt: skip
@@ -82,11 +83,19 @@ def parity_plot(data: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path
             ax.set_axis_off()
             continue
         ref, pred = data[key]
-        lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+        held = (test or {}).get(key)
+        values = np.concatenate([ref, pred, *(held if held is not None else ())])
+        lo, hi = float(values.min()), float(values.max())
         ax.plot([lo, hi], [lo, hi], 'k--', lw=0.8)
-        ax.plot(ref, pred, '.', ms=3, alpha=0.6)
         rmse = float(np.sqrt(np.mean((ref - pred) ** 2)))
-        ax.set_title(f'{name}: RMSE {rmse:.3g} {unit}')
+        ax.plot(ref, pred, '.', ms=3, alpha=0.6, label=f'training ({rmse:.3g})')
+        title = f'{name}: RMSE {rmse:.3g} {unit}'
+        if held is not None:
+            rmse_test = float(np.sqrt(np.mean((held[0] - held[1]) ** 2)))
+            ax.plot(held[0], held[1], 'x', ms=4, color='tab:red', label=f'test ({rmse_test:.3g})')
+            ax.legend(loc='upper left', fontsize=8)
+            title += f', test {rmse_test:.3g}'
+        ax.set_title(title)
         ax.set_xlabel(f'cDFT {name} ({unit})')
         ax.set_ylabel(f'mMTP {name} ({unit})')
     fig.tight_layout()

@@ -50,9 +50,12 @@ def _workchain(identifier: str | None):
     from aiida import orm
 
     if identifier is not None:
-        node = orm.load_node(identifier)
-        if node.process_label != 'PropertiesWorkChain':
-            raise click.ClickException(f'node {identifier} is not a PropertiesWorkChain ({node.process_label})')
+        try:
+            node = orm.load_node(identifier)
+        except Exception as exc:  # NotExistent, MultipleObjectsError
+            raise click.ClickException(f'no node {identifier}: {exc}') from exc
+        if getattr(node, 'process_label', None) != 'PropertiesWorkChain':
+            raise click.ClickException(f'node {identifier} is not a PropertiesWorkChain ({node.__class__.__name__})')
         return node
     qb = orm.QueryBuilder().append(orm.WorkflowNode, filters={'process_type': {'like': '%mmtp.properties'}})
     found = qb.order_by({orm.WorkflowNode: {'ctime': 'desc'}}).first(flat=True)

@@ -11,10 +11,35 @@ from aiida import orm
 from ..mtp.ase_io import write_extxyz
 from ..mtp.cfg_io import write_cfg
 from ..mtp.configuration import Configuration
+from ..mtp.kpoints import kpoint_set_difference
 
-__all__ = ['TrainingSetData']
+__all__ = ['TrainingSetData', 'fidelity_difference']
 
 _LABELS = ('energy', 'forces', 'virial', 'mag_forces')
+
+
+#: One label's k-point sampling: (mesh (3 integers), shifts (S, 3) in units of the mesh spacing).
+KpointSampling = tuple[Sequence[int], Sequence[Sequence[float]]]
+
+
+def fidelity_difference(a: dict, b: dict) -> list[str]:
+    """The keys in which two fidelity keys differ; ``kpoints`` compares the k-point SETS sampled, not their names.
+
+    A key's ``kpoints.reference`` (``cell`` rows A, ``mesh``, ``shifts``) is one label's sampling: two keys with
+    equivalent reference sets (:func:`aiida_mmtp.mtp.kpoints.kpoint_set_difference`) agree on k-points, whatever
+    rule chose the meshes. Keys without a reference compare ``kpoints`` as given.
+    """
+    keys = sorted(k for k in set(a) | set(b) if k != 'kpoints' and a.get(k) != b.get(k))
+    ka, kb = a.get('kpoints'), b.get('kpoints')
+    ra, rb = (ka or {}).get('reference'), (kb or {}).get('reference')
+    if ra and rb:
+        if kpoint_set_difference(ra['cell'], ra['mesh'], ra['shifts'], rb['cell'], rb['mesh'], rb['shifts']):
+            keys.append('kpoints')
+    elif {k: v for k, v in (ka or {}).items() if k != 'reference'} != {
+        k: v for k, v in (kb or {}).items() if k != 'reference'
+    }:  # keys made before references were recorded
+        keys.append('kpoints')
+    return keys
 
 
 def _or_nan(value, shape: tuple) -> np.ndarray:
@@ -34,7 +59,10 @@ class TrainingSetData(orm.ArrayData):
     code version, pseudopotential md5s, cutoff, k-points, smearing, U, cDFT
     settings), so that sets of different fidelity are never mixed by accident,
     and ``sources``: per configuration, the UUID of the calculation that
-    labelled it ('' where unknown).
+    labelled it ('' where unknown). Where the labels' k-point samplings are
+    known, the array ``kmesh`` (K, 3) (0 where unknown) and the attribute
+    ``kshifts`` hold them, and every one must sample the same k-point set as
+    the fidelity key's ``kpoints.reference``: one training set, one fidelity.
     """
 
     def __init__(
@@ -43,6 +71,7 @@ class TrainingSetData(orm.ArrayData):
         species: Sequence[str],
         fidelity: dict | None = None,
         sources: Sequence[str | None] | None = None,
+        kpoints: Sequence[KpointSampling | None] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -52,6 +81,8 @@ class TrainingSetData(orm.ArrayData):
         sources = [''] * len(configs) if sources is None else [src or '' for src in sources]
         if len(sources) != len(configs):
             raise ValueError(f'{len(sources)} sources given for {len(configs)} configurations')
+        if kpoints is not None and len(kpoints) != len(configs):
+            raise ValueError(f'{len(kpoints)} k-point samplings given for {len(configs)} configurations')
         for k, cfg in enumerate(configs):
             if cfg.cell is None:
                 raise ValueError(f'configuration {k + 1} is not periodic; training sets hold periodic cells only')
@@ -76,6 +107,22 @@ class TrainingSetData(orm.ArrayData):
         self.base.attributes.set('label_counts', {name: int(has[:, k].sum()) for k, name in enumerate(_LABELS)})
         self.base.attributes.set('fidelity', dict(fidelity or {}))
         self.base.attributes.set('sources', sources)
+        if kpoints is not None and any(kp is not None for kp in kpoints):
+            self._set_kpoints(configs, kpoints, dict(fidelity or {}))
+
+    def _set_kpoints(self, configs: list[Configuration], kpoints: Sequence, fidelity: dict) -> None:
+        """Store each label's mesh and shifts; refuse any that samples another set than the key's reference."""
+        reference = (fidelity.get('kpoints') or {}).get('reference')
+        for k, (cfg, kp) in enumerate(zip(configs, kpoints)):
+            if kp is None or reference is None:
+                continue
+            why = kpoint_set_difference(reference['cell'], reference['mesh'], reference['shifts'], cfg.cell, *kp)
+            if why:
+                raise ValueError(f'configuration {k + 1} was labelled on another k-point set than the training set '
+                                 f'({why}): labels of one set need one k-point set')  # fmt: skip
+        self.set_array('kmesh', np.array([kp[0] if kp is not None else (0, 0, 0) for kp in kpoints], dtype=np.int64))
+        shifts = [[list(map(float, s)) for s in np.reshape(kp[1], (-1, 3))] if kp is not None else [] for kp in kpoints]
+        self.base.attributes.set('kshifts', shifts)
 
     @property
     def species(self) -> list[str]:
@@ -89,6 +136,15 @@ class TrainingSetData(orm.ArrayData):
     def sources(self) -> list[str]:
         """UUID of the calculation that labelled each configuration ('' where unknown)."""
         return list(self.base.attributes.get('sources', [''] * len(self)))
+
+    @property
+    def kpoints(self) -> list[KpointSampling | None]:
+        """Per configuration, the (mesh, shifts) it was labelled with, or None where unknown."""
+        if 'kmesh' not in self.get_arraynames():
+            return [None] * len(self)
+        shifts = self.base.attributes.get('kshifts')
+        return [(tuple(int(x) for x in mesh), shift) if any(mesh) else None
+                for mesh, shift in zip(self.get_array('kmesh').tolist(), shifts)]  # fmt: skip
 
     def __len__(self) -> int:
         return int(self.base.attributes.get('n_configurations'))
@@ -126,8 +182,7 @@ class TrainingSetData(orm.ArrayData):
         """Refuse to merge sets with other species or (unless allowed) another fidelity key, saying which."""
         if self.species != other.species:
             raise ValueError(f'training sets have different species: {self.species} and {other.species}')
-        if not allow_different_fidelity and self.fidelity != other.fidelity:
-            keys = sorted(k for k in set(self.fidelity) | set(other.fidelity)
-                          if self.fidelity.get(k) != other.fidelity.get(k))  # fmt: skip
+        keys = fidelity_difference(self.fidelity, other.fidelity)
+        if not allow_different_fidelity and keys:
             raise ValueError(f'training sets were labelled with different settings ({", ".join(keys)}); '
                              'merge them only on purpose (allow_different_fidelity=True)')  # fmt: skip

@@ -94,8 +94,12 @@ def configuration_to_atoms(cfg: Configuration, species: Sequence[str]) -> Atoms:
 
 
 def write_extxyz(configs: Iterable[Configuration], path: str | os.PathLike, species: Sequence[str]) -> None:
-    """Write configurations (with moments and magnetic forces) to an extxyz file."""
-    ase.io.write(path, [configuration_to_atoms(c, species) for c in configs], format='extxyz')
+    """Write configurations (with moments and magnetic forces) to an extxyz file, atomically."""
+    from .atomic import atomic_output
+
+    frames = [configuration_to_atoms(c, species) for c in configs]
+    with atomic_output(path) as handle:
+        ase.io.write(handle, frames, format='extxyz')
 
 
 def read_extxyz(path: str | os.PathLike, species: Sequence[str]) -> list[Configuration]:

@@ -11,12 +11,14 @@ written with 17 significant digits, so a write-read cycle is exact.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_output
 from .configuration import Configuration
 
 __all__ = ['CfgFormatError', 'read_cfg', 'iter_cfg', 'write_cfg', 'format_cfg']
@@ -32,9 +34,12 @@ def _floats(tokens: list[str], where: str, count: int) -> list[float]:
     if len(tokens) != count:
         raise CfgFormatError(f'{where}: expected {count} numbers, got {len(tokens)}')
     try:
-        return [float(t) for t in tokens]
+        values = [float(t) for t in tokens]
     except ValueError:
         raise CfgFormatError(f'{where}: not a number in {" ".join(tokens)!r}') from None
+    if not all(math.isfinite(v) for v in values):
+        raise CfgFormatError(f'{where}: non-finite number (nan or inf) in {" ".join(tokens)[:60]!r}')
+    return values
 
 
 def iter_cfg(path: str | os.PathLike) -> Iterator[Configuration]:
@@ -81,6 +86,8 @@ def _parse_one(lines, source: str, begin: int) -> Configuration:
                 size = int(tok.split()[0])
             except (ValueError, IndexError):
                 raise CfgFormatError(f'{where}: Size must be followed by the number of atoms') from None
+            if size < 1:
+                raise CfgFormatError(f'{where}: Size must be a positive number of atoms, got {size}')
         elif head == 'Supercell':
             rows = []
             for _ in range(3):
@@ -225,9 +232,14 @@ def format_cfg(cfg: Configuration) -> str:
 
 
 def write_cfg(configs: Iterable[Configuration] | Configuration, path: str | os.PathLike, append: bool = False) -> None:
-    """Write configurations to a ``.cfg`` file (``append`` adds to an existing one)."""
+    """Write configurations to a ``.cfg`` file, atomically (``append`` adds to an existing one in place)."""
     if isinstance(configs, Configuration):
         configs = [configs]
-    with Path(path).open('a' if append else 'w') as handle:
+    if append:
+        with Path(path).open('a') as handle:
+            for cfg in configs:
+                handle.write(format_cfg(cfg))
+        return
+    with atomic_output(path) as handle:
         for cfg in configs:
             handle.write(format_cfg(cfg))

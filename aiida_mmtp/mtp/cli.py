@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_output, write_text_atomic
 from .cfg_io import format_cfg, iter_cfg, read_cfg, write_cfg
 from .evaluate import evaluate
 from .mtp_io import read_mtp, write_mtp
@@ -72,7 +73,7 @@ def _cmd_calc_efs(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     n_atoms = 0
     out = Path(args.output)
-    with out.open('w') as handle:
+    with atomic_output(out) as handle:  # OUT is replaced only once every configuration was read and evaluated
         for k, cfg in enumerate(iter_cfg(args.input)):
             res = evaluate(pot, cfg, gradient=args.dedtheta is not None, symmetric=symmetric,
                            label=f'{args.input} configuration {k + 1}')  # fmt: skip
@@ -82,24 +83,32 @@ def _cmd_calc_efs(args: argparse.Namespace) -> int:
                 grads.append(res.grad)
             if args.progress and (k + 1) % args.progress == 0:
                 print(f'calc-efs: {k + 1} configurations', file=sys.stderr, flush=True)
+        if n_atoms == 0:
+            raise ValueError(f'{args.input}: no configuration in the file')
     if args.dedtheta is not None:
-        np.savetxt(args.dedtheta, np.array(grads).reshape(len(grads), -1))
+        with atomic_output(args.dedtheta) as handle:
+            np.savetxt(handle, np.array(grads).reshape(len(grads), -1))
     dt = time.perf_counter() - t0
     print(f'calc-efs: {n_atoms} atoms in {dt:.3f} s, written to {out}')
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .fit import fit, print_progress
-    from .loss import Weights
+    from .fit import errors, fit, print_progress
+    from .loss import TrainingData, Weights
 
     pot = read_mtp(args.potential, args.species)
-    configs = read_cfg(args.train)
+    configs = _read_some(args.train)
+    test = _read_some(args.test) if args.test else None
     weights = Weights(*args.weights)
-    result = fit(
-        pot, configs, weights=weights, max_iter=args.max_iter, tol=args.tol,
-        reinit_linear=True if args.reinit_linear else None, progress=print_progress if args.progress else None,
-    )  # fmt: skip
+    with np.errstate(over='ignore', invalid='ignore'):  # a loss that overflows is reported below, not warned about
+        result = fit(
+            pot, configs, weights=weights, max_iter=args.max_iter, tol=args.tol,
+            reinit_linear=True if args.reinit_linear else None, progress=print_progress if args.progress else None,
+        )  # fmt: skip
+    if not (np.isfinite(result.history[-1]) and np.all(np.isfinite(pot.get_params()))):
+        why = result.message.strip(' :') or 'no finite result'
+        raise FitFailed(f'the fit failed ({why}): loss {result.history[-1]:.3g}; nothing written')
     write_mtp(pot, args.output)
     report = {
         'configurations': len(configs),
@@ -113,12 +122,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         'errors': result.errors,
         'loss_history': result.history,
     }
+    if test is not None:  # held out: never part of the loss
+        report['test_errors'] = errors(pot, TrainingData(test, pot))
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2) + '\n')
+        write_text_atomic(args.report, json.dumps(report, indent=2) + '\n')
     print(f'train: {len(configs)} configurations, {result.iterations} iterations, loss '
           f'{result.history[0]:.4e} -> {result.history[-1]:.4e} ({result.message}); wrote {args.output}')  # fmt: skip
     print(_format_errors(result.errors))
+    if test is not None:
+        print(f'test set ({len(test)} configurations, not fitted):')
+        print(_format_errors(report['test_errors']))
     return 0
+
+
+class FitFailed(RuntimeError):
+    """The optimisation ended without finite parameters (exit status 3)."""
+
+
+def _read_some(path: str) -> list:
+    """The configurations of ``path``; ValueError when there are none."""
+    configs = read_cfg(path)
+    if not configs:
+        raise ValueError(f'{path}: no configuration in the file')
+    return configs
 
 
 def _format_errors(err: dict) -> str:
@@ -154,7 +180,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
         print(f'select: {len(chosen)} of {len(candidates)} candidates selected, written to {args.selected}')
     als.save(args.output or _default_als(args.potential))
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2) + '\n')
+        write_text_atomic(args.report, json.dumps(report, indent=2) + '\n')
     return 0
 
 
@@ -168,7 +194,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     pot = read_mtp(args.potential, args.species)
     als = ActiveSet.load(args.als or _default_als(args.potential))
     als.check(pot)
-    configs = read_cfg(args.input)
+    configs = _read_some(args.input)
     grades = als.grades(b_rows(pot, configs, f'{args.input} configuration'))
     for cfg, gamma in zip(configs, grades):
         cfg.features['MV_grade'] = repr(float(gamma))
@@ -189,7 +215,7 @@ def _simulate(args: argparse.Namespace, kind: str) -> int:
     gamma_low = args.gamma_low if args.gamma_low is not None else (4.0 if kind == 'md' else 2.0)
     grader = Grader(pot, als, gamma_low=gamma_low, gamma_up=args.gamma_up)
     reports, finals, frames = [], [], []
-    for k, cfg in enumerate(read_cfg(args.input)):
+    for k, cfg in enumerate(_read_some(args.input)):
         traj = []
         if kind == 'equilibrate':
             out, rep = equilibrate_moments(pot, cfg, grader, tol=args.tol, max_iter=args.steps, trajectory=traj)
@@ -217,7 +243,7 @@ def _simulate(args: argparse.Namespace, kind: str) -> int:
     summary = {'kind': kind, 'gamma_low': gamma_low, 'gamma_up': args.gamma_up, 'preselected': len(grader.preselected),
                'max_grade': grader.max_grade, 'runs': reports}  # fmt: skip
     if args.report:
-        Path(args.report).write_text(json.dumps(summary, indent=2) + '\n')
+        write_text_atomic(args.report, json.dumps(summary, indent=2) + '\n')
     return 0
 
 
@@ -318,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--tol', type=float, default=1e-9, help='relative loss decrease at which to stop')
     p.add_argument('--reinit-linear', action='store_true', help='least-squares start even for a trained potential')
     p.add_argument('--report', help='write errors and loss history as JSON')
+    p.add_argument('--test', metavar='TEST.cfg', help='held-out labelled configurations: their errors (test_errors)')
     p.add_argument('--progress', action='store_true', help='print the loss every iteration (stderr)')
     p.set_defaults(func=_cmd_train)
 
@@ -404,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f'mmtp {args.command}: error: {exc}', file=sys.stderr)
         return 2
+    except FitFailed as exc:
+        print(f'mmtp {args.command}: error: {exc}', file=sys.stderr)
+        return 3
 
 
 if __name__ == '__main__':

@@ -9,12 +9,14 @@ range for all species; equal ranges are written as MLIP-3's scalars.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_text_atomic
 from .basis import BasisTables, basis_for_level
 from .potential import Potential
 
@@ -38,9 +40,12 @@ def _numbers(text: str, where: str) -> list[float]:
         raise MtpFormatError(f'{where}: expected a {{...}} list, got {body[:40]!r}')
     body = body[1:-1].replace('{', ' ').replace('}', ' ').replace(',', ' ')
     try:
-        return [float(t) for t in body.split()]
+        values = [float(t) for t in body.split()]
     except ValueError as exc:
         raise MtpFormatError(f'{where}: {exc}') from None
+    if not all(math.isfinite(v) for v in values):
+        raise MtpFormatError(f'{where}: non-finite number (nan or inf)')
+    return values
 
 
 def _parse_tag(tag: str) -> dict:
@@ -124,9 +129,12 @@ def parse_mtp(lines: list[str], source: str = '<string>', species: list[str] | N
             return default
         value, lineno = values[key]
         try:
-            return cast(value)
+            out = cast(value)
         except ValueError:
             raise MtpFormatError(f'{source}:{lineno}: bad value for {key}: {value[:60]!r}') from None
+        if isinstance(out, float) and not math.isfinite(out):
+            raise MtpFormatError(f'{source}:{lineno}: non-finite value for {key}: {value[:60]!r}')
+        return out
 
     def get_list(key: str) -> list[float]:
         if key not in values:
@@ -302,5 +310,7 @@ def format_mtp(pot: Potential) -> str:
 
 
 def write_mtp(pot: Potential, path: str | os.PathLike) -> None:
-    """Write ``pot`` to an ``.mtp`` file."""
-    Path(path).write_text(format_mtp(pot))
+    """Write ``pot`` to an ``.mtp`` file, atomically; a potential with non-finite parameters is refused."""
+    if not np.all(np.isfinite(pot.get_params())):
+        raise ValueError(f'{path}: not written: the potential has non-finite parameters')
+    write_text_atomic(path, format_mtp(pot))

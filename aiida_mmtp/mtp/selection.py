@@ -197,8 +197,10 @@ class ActiveSet:
         return buffer.getvalue()
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write to ``path`` (NumPy .npz content, whatever the file name)."""
-        with open(path, 'wb') as handle:
+        """Write to ``path`` (NumPy .npz content, whatever the file name), atomically."""
+        from .atomic import atomic_output
+
+        with atomic_output(path, 'wb') as handle:
             handle.write(self.to_bytes())
 
     @classmethod

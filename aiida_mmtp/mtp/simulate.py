@@ -375,6 +375,13 @@ def run_md(
     from ase.md.velocitydistribution import Stationary
     from ase.md.verlet import VelocityVerlet
 
+    for name, value, ok in (('temperature', temperature, temperature >= 0), ('timestep', timestep, timestep > 0),
+                            ('friction', friction, friction >= 0), ('steps', steps, steps >= 1)):  # fmt: skip
+        if not (ok and np.isfinite(value)):
+            raise ValueError(f'md: {name} must be {"positive" if name in ("timestep", "steps") else "non-negative"}, '
+                             f'got {value}')  # fmt: skip
+    if ensemble not in ('nvt', 'nve'):
+        raise ValueError(f"md: ensemble must be 'nvt' or 'nve', got {ensemble!r}")
     t0 = time.perf_counter()
     grader = grader or Grader(pot, None)
     grader.start_run()

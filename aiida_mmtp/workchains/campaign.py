@@ -9,6 +9,13 @@
    temperatures and lattice scales): active-learning iterations
    (:class:`ActiveLearningIterationWorkChain`) until one selects nothing.
 
+Validation: with ``test_set`` (a recipe like ``initial``, another seed), a held-out test set is
+generated, labelled by cDFT at the campaign's fidelity (never trained on) and
+every fit reports its errors on it beside the training errors
+(``test_rmse_*`` in each iteration's summary; output ``test_set_labels``).
+Every label, initial ones included, passes label hygiene
+(:mod:`aiida_mmtp.mtp.hygiene`) before it is used; refusals are reported.
+
 ``restart_from`` (the UUID or pk of an earlier campaign) continues it: every
 label it made is reused (never recomputed), the stages it completed are
 skipped, and the fit starts from its last potential. ``max_iterations`` caps
@@ -24,13 +31,16 @@ hold ``iterations`` (one summary per iteration), ``completed_stages`` and
 from __future__ import annotations
 
 from aiida import orm
+from aiida.common.links import LinkType
 from aiida.engine import ToContext, WorkChain, if_, while_
 
-from ..calculations.functions import merge_training_sets
+from ..calculations.engine import did_you_mean, simulation_problem
+from ..calculations.functions import merge_training_sets, screen_new_labels
 from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
 from ..data.training_set import TrainingSetData
-from ..mtp.structures import min_distance, scaled
+from ..mtp.hygiene import HygieneRule
+from ..mtp.structures import min_distance, scaled, strained
 from .common import engine_metadata, why_failed
 from .fit import FitWorkChain
 from .functions import (
@@ -39,12 +49,16 @@ from .functions import (
     generate_configurations,
     generation_settings,
     structure_to_configuration,
+    subset,
 )
 from .initial import InitialSetWorkChain
 from .iteration import ActiveLearningIterationWorkChain
-from .label import CdftLabelWorkChain, configuration_problem
+from .label import CdftLabelWorkChain, configuration_problem, kpoint_problem
 
 __all__ = ['STAGE', 'CampaignWorkChain']
+
+#: Call-link label of the labelling of the held-out test set.
+TEST_SET = 'test_set'
 
 #: Keys of one stage and their defaults. ``start``: 'initial' (the initial configurations, unlabelled)
 #: or 'ideal' (undistorted cells at ``scales`` in ``states``); ``simulation``: parameters of mmtp.simulate.
@@ -117,17 +131,20 @@ def validate_inputs(value, ctx) -> str | None:
     if None in names or len(set(names)) < len(names):
         return f'every stage needs a unique name, got {names}'
     for st in stages:
-        unknown = sorted(set(st) - set(STAGE))
-        if unknown:
-            return f'stage {st["name"]}: unknown keys {", ".join(unknown)} (known: {", ".join(STAGE)})'
+        for key in sorted(set(st) - set(STAGE)):
+            return f'stage {st["name"]}: unknown key {key!r}{did_you_mean(key, STAGE)} (known: {", ".join(STAGE)})'
         sim = st['simulation'] or {}
         if sim.get('kind') not in ('equilibrate', 'relax', 'md', 'label'):
             return f'stage {st["name"]}: simulation.kind must be equilibrate, relax, md or label'
         if st['strains'] and st['start'] != 'ideal':
             return f'stage {st["name"]}: strains apply to ideal cells (start: ideal)'
-        low, up = sim.get('gamma_low', 2.0), sim.get('gamma_up', 10.0)
-        if low > up:
-            return f'stage {st["name"]}: gamma_low ({low}) must not exceed gamma_up ({up})'
+        if sim['kind'] == 'label' and set(sim) != {'kind'}:
+            return f'stage {st["name"]}: a label stage takes no simulation parameters, got {", ".join(sorted(sim))}'
+        problem = simulation_problem(sim) if sim['kind'] != 'label' else None
+        if problem:
+            return f'stage {st["name"]}: simulation: {problem}'
+        if int(st['max_iterations']) < 1:
+            return f'stage {st["name"]}: max_iterations must be at least 1, got {st["max_iterations"]}'
         if st['start'] not in ('initial', 'ideal'):
             return f'stage {st["name"]}: start must be "initial" or "ideal", got {st["start"]!r}'
         missing = sorted(set(st['structures'] or []) - set(cells))
@@ -146,9 +163,53 @@ def validate_inputs(value, ctx) -> str | None:
             problem = configuration_problem(cfg, species, params, pseudos)
             if problem:
                 return f'initial configuration {k + 1} ({cfg.features["origin"]}): {problem}'
-    if value.get('max_selected') is not None and value['max_selected'].value < 1:
-        return 'max_selected must be at least 1'
+        if 'test_set' in value:
+            try:
+                test = generation_settings({**initial, **value['test_set'].get_dict(), 'species': species,
+                                            'moments': moments})  # fmt: skip
+                tests = configurations(cells, test)
+            except ValueError as exc:
+                return f'test_set: {exc}'
+            if int(test['n_displaced']) < 1:
+                return 'test_set: give n_displaced >= 1 (the held-out set is made of displaced cells)'
+            for k, cfg in enumerate(tests):
+                problem = configuration_problem(cfg, species, params, pseudos)
+                if problem:
+                    return f'test configuration {k + 1} ({cfg.features["origin"]}): {problem}'
+            gen = {**gen, 'scales': [*gen['scales'], *test['scales']]}
+        every, names = _every_cell(cells, gen, stages)
+        problem = kpoint_problem(every, value['label']['cdft'], names)
+        if problem:
+            return problem
+    for key in ('max_selected', 'max_iterations', 'max_jobs'):
+        if value.get(key) is not None and value[key].value < 1:
+            return f'{key} must be at least 1, got {value[key].value}'
+    label = value.get('label', {})
+    if label.get('max_concurrent') is not None and label['max_concurrent'].value < 1:
+        return f'cdft.max_concurrent must be at least 1, got {label["max_concurrent"].value}'
+    fraction = label.get('max_failure_fraction')
+    if fraction is not None and not 0 <= fraction.value <= 1:
+        return f'cdft.max_failure_fraction must lie in [0, 1], got {fraction.value}'
+    if 'hygiene' in value:
+        try:
+            HygieneRule.from_dict(value['hygiene'].get_dict())
+        except (TypeError, ValueError) as exc:
+            return str(exc)
     return None
+
+
+def _every_cell(cells: dict, gen: dict, stages: list[dict]) -> tuple[list, list[str]]:
+    """Every cell (rows, A) the campaign will label, with a name: each structure at each lattice scale, strained."""
+    out, names = [], []
+    for key, cell in cells.items():
+        for scale in sorted({float(x) for x in gen['scales']} | {float(x) for st in stages for x in st['scales']}):
+            out.append(scaled(cell, scale).cell)
+            names.append(f'structure {key} at scale {scale:g}')
+        for st in stages:
+            for component, eps in st['strains']:
+                out.append(strained(cell, component, float(eps)).cell)
+                names.append(f'structure {key} strained {component} {float(eps):+g}')
+    return out, names
 
 
 def previous_campaign(identifier: str) -> orm.WorkflowNode:
@@ -156,21 +217,49 @@ def previous_campaign(identifier: str) -> orm.WorkflowNode:
     try:
         node = orm.load_node(int(identifier)) if identifier.isdigit() else orm.load_node(identifier)
     except Exception as exc:  # NotExistent, MultipleObjectsError
-        raise ValueError(f'restart_from: no node {identifier}: {exc}') from exc
+        raise ValueError(f'no node {identifier}: {exc}') from exc
     if node.process_type is None or not node.process_type.endswith('mmtp.campaign'):
-        raise ValueError(f'restart_from: {node.__class__.__name__}<{node.pk}> is not a campaign')
+        raise ValueError(f'{node.__class__.__name__}<{node.pk}> is not a campaign')
     return node
 
 
+def _is_test_labelling(node: orm.ProcessNode | None) -> bool:
+    link = node.base.links.get_incoming(link_type=LinkType.CALL_WORK).first() if node is not None else None
+    return link is not None and link.link_label == TEST_SET
+
+
 def labels_of(campaign: orm.WorkflowNode) -> list[TrainingSetData]:
-    """Every labelled set (output of ``collect_labels``) made under ``campaign`` and the campaigns it continued."""
+    """Every labelled set (output of ``collect_labels``) made under ``campaign`` and the campaigns it continued,
+    the held-out test sets excepted (they are never trained on)."""
     sets = []
     for node in campaign.called_descendants:
         if isinstance(node, orm.CalcFunctionNode) and node.process_label == 'collect_labels' and node.is_finished_ok:
-            sets.append(node.outputs.result)
+            if not _is_test_labelling(node.caller):
+                sets.append(node.outputs.result)
     if 'restart_from' in campaign.inputs:
         sets += labels_of(previous_campaign(str(campaign.inputs.restart_from.value)))
     return sorted(sets, key=lambda s: s.ctime)
+
+
+def test_set_of(campaign: orm.WorkflowNode) -> TrainingSetData | None:
+    """The labelled held-out test set of ``campaign`` (or of the campaign it continued), or None."""
+    if 'test_set_labels' in campaign.outputs:
+        return campaign.outputs.test_set_labels
+    for node in campaign.called:
+        if _is_test_labelling(node) and 'training_set' in node.outputs:
+            return node.outputs.training_set
+    if 'restart_from' in campaign.inputs:
+        return test_set_of(previous_campaign(str(campaign.inputs.restart_from.value)))
+    return None
+
+
+def held_out(parameters: orm.Dict, structures) -> TrainingSetData:
+    """The test configurations of a recipe: its displaced cells only (ideal cells may be in the training set)."""
+    generated = generate_configurations(parameters, **structures)
+    keep = [k for k, origin in enumerate(generated.base.attributes.get('origins')) if ':displaced0:' not in origin]
+    if not keep:
+        raise ValueError('the test-set recipe gives no displaced configuration: set n_displaced >= 1')
+    return subset(generated, orm.List(keep))
 
 
 class CampaignWorkChain(WorkChain):
@@ -207,11 +296,20 @@ class CampaignWorkChain(WorkChain):
             required=False,
             help='UUID or pk of a campaign to continue: its labels are reused, its completed stages skipped.',
         )
+        spec.input('hygiene', valid_type=orm.Dict, default=lambda: orm.Dict({}),
+                   help='Label hygiene limits (aiida_mmtp.mtp.hygiene.HygieneRule) for every label, the initial ones '
+                   'included; {} takes the defaults.')  # fmt: skip
+        spec.input('test_set', valid_type=orm.Dict, required=False,
+                   help='Recipe of the held-out test set (keys of `initial`; its ideal, undisplaced cells are left '
+                   'out): labelled by cDFT, never trained on, its errors reported by every fit.')  # fmt: skip
+        spec.input('warnings', valid_type=orm.List, required=False,
+                   help='What the user must know about these settings (e.g. unconverged labels): reported at the '
+                   'start, kept in the extras and the summary.')  # fmt: skip
         spec.expose_inputs(CdftLabelWorkChain, namespace='label', exclude=('configurations',))
         spec.inputs.validator = validate_inputs
         spec.outline(
             cls.setup,
-            if_(cls.needs_initial_labels)(cls.label_initial),
+            if_(cls.needs_labels)(cls.label_initial),
             cls.fit_initial,
             while_(cls.next_stage)(
                 cls.prepare_stage,
@@ -223,10 +321,19 @@ class CampaignWorkChain(WorkChain):
         spec.output('active_set', valid_type=ActiveSetData, help='Its active set.')
         spec.output('training_set', valid_type=TrainingSetData, help='Every label, each linked to its cDFT run.')
         spec.output('summary', valid_type=orm.Dict, help='Per iteration: stage, candidates, selected, RMSEs.')
+        spec.output('test_set_labels', valid_type=TrainingSetData, required=False,
+                    help='The held-out test set, labelled by cDFT (never trained on).')  # fmt: skip
         spec.exit_code(300, 'ERROR_RESTART', message='Cannot continue from {identifier}: {message}')
         spec.exit_code(310, 'ERROR_INITIAL_LABELS', message='The initial set could not be labelled: {message}')
+        spec.exit_code(315, 'ERROR_TEST_LABELS', message='The test set could not be labelled: {message}')
         spec.exit_code(320, 'ERROR_FIT', message='The fit failed: {message}')
         spec.exit_code(330, 'ERROR_ITERATION', message='Iteration {n} of stage {stage} failed: {message}')
+        spec.exit_code(350, 'ERROR_TOO_MANY_FAILURES',
+                       message='{what}: more cDFT runs failed than tolerated ({message}); every good label is kept '
+                       '(continue with restart_from)')  # fmt: skip
+        spec.exit_code(340, 'ERROR_STAGE_RUNS_FAILED',
+                       message='Stage {stage} selected nothing, but {failed} of its simulation runs failed, so it is '
+                       'not converged: {message}')  # fmt: skip
         spec.exit_code(401, 'ERROR_ITERATION_LIMIT',
                        message='Stopped after {n} iterations (max_iterations) before convergence; '
                        'continue with restart_from.')  # fmt: skip
@@ -253,7 +360,7 @@ class CampaignWorkChain(WorkChain):
         of the ABINIT jobs (resources, walltime, queue), merged over the protocol's.
         """
         from ..mtp.potential import Potential
-        from ..protocols import get_protocol_inputs
+        from ..protocols import get_protocol_inputs, protocol_warning
 
         inputs = get_protocol_inputs('campaign', protocol, overrides)
         structure = structure if structure is not None else crn_structure()
@@ -279,6 +386,9 @@ class CampaignWorkChain(WorkChain):
         for key in ('max_selected', 'max_iterations', 'max_jobs'):
             builder[key] = orm.Int(inputs[key])
         builder.train_settings = orm.Dict(inputs['train_settings'])
+        builder.hygiene = orm.Dict(inputs.get('hygiene', {}))
+        if inputs.get('test_set'):
+            builder.test_set = orm.Dict(inputs['test_set'])
         builder.label.max_concurrent = orm.Int(cdft['max_concurrent'])
         builder.label.max_failure_fraction = orm.Float(cdft['max_failure_fraction'])
         builder.label.cdft.kpoints_distance = orm.Float(cdft['kpoints_distance'])
@@ -289,6 +399,9 @@ class CampaignWorkChain(WorkChain):
         abinit.pseudos = family.get_pseudos(elements=species)
         resources = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
         abinit.metadata.options = {'resources': resources, **cdft.get('options', {}), **(options or {})}
+        warning = protocol_warning('campaign', protocol)
+        if warning:
+            builder.warnings = orm.List([warning])
         builder.metadata.label = f'{"".join(species)} {protocol or "default"} campaign'
         builder.metadata.description = f'Active-learning campaign, protocol {protocol or "default"}'
         return builder
@@ -303,13 +416,28 @@ class CampaignWorkChain(WorkChain):
         base = self.inputs.initial.get_dict() if 'initial' in self.inputs else {}
         return orm.Dict({**base, 'species': species, 'moments': moments, **overrides})
 
+    def _screen(self, labels: TrainingSetData, what: str) -> dict:
+        """Label hygiene of ``labels`` among themselves; refusals reported and kept in ``ctx.refused`` by ``what``."""
+        screened = screen_new_labels(new=labels, rule=self.inputs.hygiene)
+        refused = screened['refused'].get_dict()
+        for item in refused['refused']:
+            self.report(f'{what}: label {item["index"] + 1} refused by label hygiene: {item["reason"]}')
+        self.ctx.setdefault('refused', {})[what.replace(' ', '_')] = [item['reason'] for item in refused['refused']]
+        return screened
+
+    def _warnings(self) -> list[str]:
+        return list(self.inputs.warnings.get_list()) if 'warnings' in self.inputs else []
+
     def _extras(self) -> None:
-        self.node.base.extras.set_many({'iterations': self.ctx.iterations, 'completed_stages': self.ctx.completed,
-                                        'stage': self.ctx.get('stage_name'), 'n_training': len(self.ctx.training_set)
-                                        if 'training_set' in self.ctx else 0})  # fmt: skip
+        n_training = len(self.ctx.training_set) if 'training_set' in self.ctx else 0
+        self.node.base.extras.set_many({'warnings': self._warnings(), 'iterations': self.ctx.iterations,
+                                        'completed_stages': self.ctx.completed, 'stage': self.ctx.get('stage_name'),
+                                        'n_training': n_training})  # fmt: skip
 
     # ------------------------------------------------------------------ steps
     def setup(self):
+        for warning in self._warnings():
+            self.report(f'WARNING: {warning}')
         self.ctx.stages = _stages(self.inputs)
         self.ctx.iterations, self.ctx.completed, self.ctx.unconverged = [], [], []
         self.ctx.stage_index = -1
@@ -325,7 +453,14 @@ class CampaignWorkChain(WorkChain):
             sets = labels_of(previous)
             if not sets:
                 return self.exit_codes.ERROR_RESTART.format(identifier=identifier, message='it labelled nothing')
-            self.ctx.training_set = merge_training_sets(**{f'set_{k:04d}': s for k, s in enumerate(sets)})
+            merged = merge_training_sets(**{f'set_{k:04d}': s for k, s in enumerate(sets)})
+            screened = self._screen(merged, 'reused labels')
+            if 'accepted' not in screened:
+                return self.exit_codes.ERROR_RESTART.format(identifier=identifier, message='no label passed hygiene')
+            self.ctx.training_set = screened['accepted']
+            tested = test_set_of(previous)
+            if tested is not None and 'test_set' in self.inputs:
+                self.ctx.test_set = tested
             self.ctx.completed = list(previous.base.extras.get('completed_stages', []))
             self.ctx.iterations = list(previous.base.extras.get('iterations', []))
             fits = [n for n in previous.called_descendants
@@ -337,27 +472,60 @@ class CampaignWorkChain(WorkChain):
         self._extras()
         return None
 
-    def needs_initial_labels(self) -> bool:
-        return 'training_set' not in self.ctx
+    def needs_labels(self) -> bool:
+        return 'training_set' not in self.ctx or ('test_set' in self.inputs and 'test_set' not in self.ctx)
 
     def label_initial(self):
-        inputs = {'structures': self.inputs.structures, 'parameters': self._generation(),
-                  'label': self.exposed_inputs(CdftLabelWorkChain, 'label'),
-                  'metadata': {'call_link_label': 'initial_set', 'label': 'initial set'}}  # fmt: skip
-        self.report('generating and labelling the initial set')
-        return ToContext(initial_set=self.submit(InitialSetWorkChain, **inputs))
+        """Label the initial set and the held-out test set (at once) where they are not labelled yet."""
+        if 'training_set' not in self.ctx:
+            inputs = {'structures': self.inputs.structures, 'parameters': self._generation(),
+                      'label': self.exposed_inputs(CdftLabelWorkChain, 'label'),
+                      'metadata': {'call_link_label': 'initial_set', 'label': 'initial set'}}  # fmt: skip
+            self.report('generating and labelling the initial set')
+            self.to_context(initial_set=self.submit(InitialSetWorkChain, **inputs))
+        if 'test_set' in self.inputs and 'test_set' not in self.ctx:
+            configurations = held_out(self._generation(**self.inputs.test_set.get_dict()), self.inputs.structures)
+            inputs = {**self.exposed_inputs(CdftLabelWorkChain, 'label'), 'configurations': configurations,
+                      'metadata': {'call_link_label': TEST_SET, 'label': 'test set'}}  # fmt: skip
+            self.report(f'labelling the held-out test set: {len(configurations)} configurations')
+            self.to_context(test_labels=self.submit(CdftLabelWorkChain, **inputs))
+
+    def _fit_inputs(self, potential, training_set) -> dict:
+        """The ``train`` namespace of a FitWorkChain (with the test set, where there is one)."""
+        train = {'code': self.inputs.code, 'potential': potential, 'training_set': training_set,
+                 'metadata': engine_metadata(self.inputs)}  # fmt: skip
+        if 'train_settings' in self.inputs:
+            train['settings'] = self.inputs.train_settings
+        if 'test_set' in self.ctx:
+            train['test_set'] = self.ctx.test_set
+        return train
+
+    def _usable_labels(self, node, what: str, exit_code):
+        """The labels of a finished labelling of ``what``, screened by label hygiene, or the exit code that says
+        why there are none to use (failed beyond its budget: ERROR_TOO_MANY_FAILURES)."""
+        if 'training_set' not in node.outputs:
+            return exit_code.format(message=why_failed(node))
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_TOO_MANY_FAILURES.format(what=what, message=why_failed(node))
+        screened = self._screen(node.outputs.training_set, what)
+        if 'accepted' not in screened:
+            return exit_code.format(message='every label was refused by label hygiene')
+        return screened['accepted']
 
     def fit_initial(self):
         if 'initial_set' in self.ctx:
-            node = self.ctx.initial_set
-            if 'training_set' not in node.outputs:
-                return self.exit_codes.ERROR_INITIAL_LABELS.format(message=why_failed(node))
-            self.ctx.initial = node.outputs.configurations
-            self.ctx.training_set = node.outputs.training_set
-        train = {'code': self.inputs.code, 'potential': self.ctx.start_potential,
-                 'training_set': self.ctx.training_set, 'metadata': engine_metadata(self.inputs)}  # fmt: skip
-        if 'train_settings' in self.inputs:
-            train['settings'] = self.inputs.train_settings
+            labels = self._usable_labels(self.ctx.initial_set, 'initial set', self.exit_codes.ERROR_INITIAL_LABELS)
+            if not isinstance(labels, TrainingSetData):
+                return labels
+            self.ctx.initial = self.ctx.initial_set.outputs.configurations
+            self.ctx.training_set = labels
+        if 'test_labels' in self.ctx:
+            labels = self._usable_labels(self.ctx.test_labels, 'test set', self.exit_codes.ERROR_TEST_LABELS)
+            if not isinstance(labels, TrainingSetData):
+                return labels
+            self.ctx.test_set = labels
+            self.report(f'test set: {len(labels)} labels held out')
+        train = self._fit_inputs(self.ctx.start_potential, self.ctx.training_set)
         self.report(f'initial fit on {len(self.ctx.training_set)} configurations')
         return ToContext(fit=self.submit(FitWorkChain, train=train, metadata={'call_link_label': 'initial_fit'}))
 
@@ -426,14 +594,21 @@ class CampaignWorkChain(WorkChain):
             'metadata': {'label': f'{stage["name"]} #{self.ctx.stage_iteration}',
                          'call_link_label': f'iteration_{len(self.ctx.iterations) + 1:03d}'},
         }  # fmt: skip
-        for key in ('train_settings', 'engine_options'):
+        for key in ('train_settings', 'engine_options', 'hygiene'):
             if key in self.inputs:
                 inputs[key] = self.inputs[key]
+        if 'test_set' in self.ctx:
+            inputs['test_set'] = self.ctx.test_set
         return ToContext(iteration=self.submit(ActiveLearningIterationWorkChain, **inputs))
 
     def inspect_iteration(self):
         node = self.ctx.iteration
         stage = self.ctx.stages[self.ctx.stage_index]
+        if node.exit_status == ActiveLearningIterationWorkChain.exit_codes.ERROR_TOO_MANY_FAILURES.status:
+            self.ctx.failed = self.exit_codes.ERROR_TOO_MANY_FAILURES.format(
+                what=f'stage {stage["name"]}, iteration {self.ctx.stage_iteration}', message=why_failed(node)
+            )
+            return
         if not node.is_finished_ok:
             self.ctx.failed = self.exit_codes.ERROR_ITERATION.format(
                 n=self.ctx.stage_iteration, stage=stage['name'], message=why_failed(node)
@@ -447,6 +622,12 @@ class CampaignWorkChain(WorkChain):
         self.ctx.potential = node.outputs.potential
         self.ctx.active_set = node.outputs.active_set
         self.ctx.training_set = node.outputs.training_set
+        if summary['selected'] == 0 and summary.get('failed_runs', 0):  # not converged: runs did not finish
+            self.ctx.failed = self.exit_codes.ERROR_STAGE_RUNS_FAILED.format(
+                stage=stage['name'], failed=summary['failed_runs'], message='; '.join(summary.get('run_failures', []))
+            )
+            self._extras()
+            return
         if summary['selected'] == 0 or stage['simulation']['kind'] == 'label':  # a label stage runs once
             self.ctx.stage_done = True
             self.ctx.completed.append(stage['name'])
@@ -461,10 +642,15 @@ class CampaignWorkChain(WorkChain):
         self.out('potential', self.ctx.potential)
         self.out('active_set', self.ctx.active_set)
         self.out('training_set', self.ctx.training_set)
+        if 'test_set' in self.ctx:
+            self.out('test_set_labels', self.ctx.test_set)
         converged = len(self.ctx.completed) == len(self.ctx.stages)
         summary = {'iterations': self.ctx.iterations, 'completed_stages': self.ctx.completed,
                    'converged': converged, 'training_set_size': len(self.ctx.training_set),
-                   'selected_per_iteration': [it['selected'] for it in self.ctx.iterations]}  # fmt: skip
+                   'selected_per_iteration': [it['selected'] for it in self.ctx.iterations],
+                   'warnings': self._warnings(), 'refused_before_the_stages': self.ctx.get('refused', {}),
+                   'labels_refused': sum(it.get('refused_labels', 0) for it in self.ctx.iterations)
+                   + sum(len(v) for v in self.ctx.get('refused', {}).values())}  # fmt: skip
         self.out('summary', orm.Dict(summary).store())
         self.node.base.extras.set('converged', converged)
         self._extras()

@@ -47,6 +47,7 @@ class ExploreWorkChain(WorkChain):
                     help='All configurations with gamma >= gamma_low (absent when none).')  # fmt: skip
         spec.output('report', valid_type=orm.Dict, help='Runs, preselected count, max grade, stops by extrapolation.')
         spec.exit_code(400, 'ERROR_SIMULATION_FAILED', message='A simulation job failed: {message}')
+        spec.exit_code(401, 'ERROR_ALL_RUNS_FAILED', message='Every simulation run failed ({n} runs): {message}')
 
     def run_simulations(self):
         inputs = AttributeDict(self.exposed_inputs(MmtpSimulateCalculation, 'simulate'))
@@ -75,6 +76,8 @@ class ExploreWorkChain(WorkChain):
             'stopped_by_extrapolation': sum(run['stop_reason'] == 'extrapolation' for run in runs),
             'preselected': sum(rep['preselected'] for rep in reports),
             'max_grade': max(rep['max_grade'] for rep in reports),
+            'failed_runs': sum(run['stop_reason'].startswith('failed') for run in runs),
+            'failures': sorted({run['stop_reason'] for run in runs if run['stop_reason'].startswith('failed')}),
             'jobs': [job.uuid for job in self.ctx.jobs],
         }
         sets = [job.outputs.preselected for job in self.ctx.jobs if 'preselected' in job.outputs]
@@ -85,5 +88,8 @@ class ExploreWorkChain(WorkChain):
         self.out('report', orm.Dict(summary).store())
         self.node.base.extras.set_many({k: v for k, v in summary.items() if k != 'jobs'})
         self.report(f'{summary["runs"]} runs, max grade {summary["max_grade"]:.3g}, {summary["preselected"]} '
-                    f'preselected, {summary["stopped_by_extrapolation"]} stopped by extrapolation')  # fmt: skip
+                    f'preselected, {summary["stopped_by_extrapolation"]} stopped by extrapolation, '
+                    f'{summary["failed_runs"]} failed')  # fmt: skip
+        if summary['failed_runs'] == len(runs):
+            return self.exit_codes.ERROR_ALL_RUNS_FAILED.format(n=len(runs), message='; '.join(summary['failures']))
         return None

@@ -18,10 +18,14 @@ _RMSE = (('energy_per_atom_meV', 'E', 'meV/atom'), ('forces_meV_per_A', 'F', 'me
 
 
 def rmse_summary(report: dict) -> dict:
-    """Training RMSEs of a fit report: ``{'rmse_E_meV_per_atom': ..., 'rmse_F_meV_per_A': ..., ...}``."""
-    errors = report.get('errors', {})
-    return {f'rmse_{short}_{unit.replace("/", "_per_")}': errors[key]['rmse']
-            for key, short, unit in _RMSE if key in errors}  # fmt: skip
+    """Training RMSEs of a fit report, ``{'rmse_E_meV_per_atom': ..., 'rmse_F_meV_per_A': ..., ...}``, and those of
+    its held-out test set (``test_rmse_E_meV_per_atom``, ...) where it has one."""
+    out = {}
+    for prefix, name in (('rmse', 'errors'), ('test_rmse', 'test_errors')):
+        errors = report.get(name, {})
+        out.update({f'{prefix}_{short}_{unit.replace("/", "_per_")}': errors[key]['rmse']
+                    for key, short, unit in _RMSE if key in errors})  # fmt: skip
+    return out
 
 
 class FitWorkChain(WorkChain):

@@ -106,7 +106,7 @@ def generate_configurations(parameters: orm.Dict, **structures: orm.StructureDat
 def subset(configurations: TrainingSetData, indices: orm.List) -> TrainingSetData:
     """The configurations at ``indices`` (0-based, in that order), labels and sources kept."""
     configs = configurations.get_configurations()
-    sources = configurations.sources
+    sources, kpoints = configurations.sources, configurations.kpoints
     keep = [int(k) for k in indices.get_list()]
-    return TrainingSetData([configs[k] for k in keep], configurations.species,
-                           fidelity=configurations.fidelity, sources=[sources[k] for k in keep])  # fmt: skip
+    return TrainingSetData([configs[k] for k in keep], configurations.species, fidelity=configurations.fidelity,
+                           sources=[sources[k] for k in keep], kpoints=[kpoints[k] for k in keep])  # fmt: skip

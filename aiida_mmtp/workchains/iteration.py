@@ -4,8 +4,10 @@ One iteration of the paper's loop: simulate with the current potential,
 grading on the fly (:class:`ExploreWorkChain`); select by maxvol among the
 preselected configurations, at most ``max_selected``
 (:class:`MmtpSelectCalculation`); label them by cDFT
-(:class:`CdftLabelWorkChain`), failures recorded, never trained on; add the
-labels to the training set; refit and rebuild the active set
+(:class:`CdftLabelWorkChain`), failures recorded, never trained on; screen
+the new labels against the training set (label hygiene,
+:mod:`aiida_mmtp.mtp.hygiene`: refused labels are recorded with their reason
+and never trained on); add the others to the training set; refit and rebuild the active set
 (:class:`FitWorkChain`). When nothing is selected, the iteration returns the
 potential, active set and training set it was given: the loop has converged
 for these simulations. With ``simulation.kind`` ``label`` nothing is simulated:
@@ -20,7 +22,7 @@ from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, if_
 
 from ..calculations.engine import MmtpSelectCalculation
-from ..calculations.functions import merge_training_sets
+from ..calculations.functions import merge_training_sets, screen_new_labels
 from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
 from ..data.training_set import TrainingSetData
@@ -64,6 +66,14 @@ class ActiveLearningIterationWorkChain(WorkChain):
         spec.input('train_settings', valid_type=orm.Dict, required=False, help='Settings of mmtp.train.')
         spec.input('engine_options', valid_type=orm.Dict, required=False,
                    help='metadata.options of the engine jobs (resources, walltime, queue).')  # fmt: skip
+        spec.input(
+            'test_set',
+            valid_type=TrainingSetData,
+            required=False,
+            help='Held-out labelled configurations: the refit reports its errors on them (never fitted).',
+        )
+        spec.input('hygiene', valid_type=orm.Dict, default=lambda: orm.Dict({}),
+                   help='Label hygiene limits (aiida_mmtp.mtp.hygiene.HygieneRule); {}: the defaults.')  # fmt: skip
         spec.expose_inputs(CdftLabelWorkChain, namespace='label', exclude=('configurations',))
         spec.outline(
             cls.explore,
@@ -75,11 +85,15 @@ class ActiveLearningIterationWorkChain(WorkChain):
         spec.output('active_set', valid_type=ActiveSetData, help='Its active set.')
         spec.output('training_set', valid_type=TrainingSetData, help='The training set with the new labels.')
         spec.output('selected', valid_type=TrainingSetData, required=False, help='What maxvol selected.')
-        spec.output('summary', valid_type=orm.Dict, help='candidates, selected, labelled, failed, max grade, RMSEs.')
+        spec.output('summary', valid_type=orm.Dict,
+                    help='candidates, selected, labelled, failed, refused labels, why, grade, RMSEs.')  # fmt: skip
         spec.exit_code(401, 'ERROR_EXPLORE_FAILED', message='The exploration failed: {message}')
         spec.exit_code(402, 'ERROR_SELECT_FAILED', message='The selection failed: {message}')
         spec.exit_code(403, 'ERROR_LABELLING_FAILED', message='No selected configuration could be labelled: {message}')
         spec.exit_code(404, 'ERROR_FIT_FAILED', message='The refit failed: {message}')
+        spec.exit_code(405, 'ERROR_TOO_MANY_FAILURES',
+                       message='The labelling failed beyond its tolerance: {message}; its good labels are kept in the '
+                       'provenance (continue with restart_from)')  # fmt: skip
 
     def _direct(self) -> bool:
         """A ``label`` stage: every configuration is labelled (the paper's shear strains), none is simulated."""
@@ -107,7 +121,9 @@ class ActiveLearningIterationWorkChain(WorkChain):
             return self.exit_codes.ERROR_EXPLORE_FAILED.format(message=why_failed(node))
         report = node.outputs.report.get_dict()
         self.ctx.summary.update(candidates=report['preselected'], max_grade=report['max_grade'],
-                                stopped_by_extrapolation=report['stopped_by_extrapolation'])  # fmt: skip
+                                stopped_by_extrapolation=report['stopped_by_extrapolation'],
+                                failed_runs=report.get('failed_runs', 0),
+                                run_failures=report.get('failures', []))  # fmt: skip
         if 'preselected' not in node.outputs:
             self.report(f'nothing preselected (max grade {report["max_grade"]:.3g})')
             return None
@@ -157,14 +173,29 @@ class ActiveLearningIterationWorkChain(WorkChain):
         if 'training_set' not in node.outputs:
             self.ctx.failed_step = self.exit_codes.ERROR_LABELLING_FAILED.format(message=why_failed(node))
             return None
+        if not node.is_finished_ok:  # over its failure budget: stop here, never train on a batch like that
+            self.ctx.failed_step = self.exit_codes.ERROR_TOO_MANY_FAILURES.format(message=why_failed(node))
+            return None
         failures = node.outputs.failures.get_dict()
         summary['labelled'] = len(node.outputs.training_set)
         summary['failed'] = failures['n_failed'] + len(summary.get('refused', {}))
-        self.ctx.training_set = merge_training_sets(a=self.inputs.training_set, b=node.outputs.training_set)
+        screened = screen_new_labels(new=node.outputs.training_set, existing=self.inputs.training_set,
+                                     rule=self.inputs.hygiene)  # fmt: skip
+        refused = screened['refused'].get_dict()
+        summary['refused_labels'] = refused['n_refused']
+        summary['refused_label_reasons'] = [item['reason'] for item in refused['refused']]
+        for item in refused['refused']:
+            self.report(f'label {item["index"] + 1} refused by label hygiene: {item["reason"]}')
+        if 'accepted' not in screened:
+            self.report('every new label was refused by label hygiene: the potential stays as it was')
+            return None
+        self.ctx.training_set = merge_training_sets(a=self.inputs.training_set, b=screened['accepted'])
         train = {'code': self.inputs.code, 'potential': self.inputs.potential, 'training_set': self.ctx.training_set,
                  'metadata': engine_metadata(self.inputs)}  # fmt: skip
         if 'train_settings' in self.inputs:
             train['settings'] = self.inputs.train_settings
+        if 'test_set' in self.inputs:
+            train['test_set'] = self.inputs.test_set
         return ToContext(fit=self.submit(FitWorkChain, train=train))
 
     def results(self):
@@ -187,5 +218,6 @@ class ActiveLearningIterationWorkChain(WorkChain):
         self.out('summary', orm.Dict(summary).store())
         self.node.base.extras.set_many({k: v for k, v in summary.items() if k != 'refused'})
         self.report(f'{summary["candidates"]} candidates, {summary["selected"]} selected, {summary["labelled"]} '
-                    f'labelled, {summary["failed"]} failed; training set {summary["training_set_size"]}')  # fmt: skip
+                    f'labelled, {summary["failed"]} failed, {summary.get("refused_labels", 0)} refused by hygiene; '
+                    f'training set {summary["training_set_size"]}')  # fmt: skip
         return None

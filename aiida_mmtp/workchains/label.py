@@ -20,9 +20,17 @@ from aiida.engine import WorkChain, calcfunction, while_
 from ..calculations.cdft import check_run, fidelity_key
 from ..data.training_set import TrainingSetData
 from ..mtp.configuration import Configuration
+from ..mtp.kpoints import kpoint_set_difference
 from .cdft_base import CdftBaseWorkChain
 
-__all__ = ['CdftLabelWorkChain', 'collect_labels', 'configuration_problem', 'split_configurations']
+__all__ = [
+    'CdftLabelWorkChain',
+    'collect_labels',
+    'configuration_problem',
+    'kpoint_problem',
+    'kpoint_sampling',
+    'split_configurations',
+]
 
 
 def _label(index: int) -> str:
@@ -47,13 +55,17 @@ def split_configurations(configurations: TrainingSetData) -> dict:
 
 @calcfunction
 def collect_labels(configurations: TrainingSetData, fidelity: orm.Dict, **runs) -> TrainingSetData:
-    """The labelled configurations, in input order: ``runs`` holds ``arrays_cNNNNN`` and ``parameters_cNNNNN``.
+    """The labelled configurations, in input order: ``runs`` holds ``arrays_cNNNNN``, ``parameters_cNNNNN`` and
+    ``kpoints_cNNNNN`` (the mesh each run used).
 
     Energies in eV, forces eV/A, virial eV (= -stress * volume), moments mu_B (achieved), magnetic forces eV/mu_B.
-    The ABINIT version of the runs completes the fidelity key.
+    The ABINIT version of the runs and the first label's k-point sampling (``kpoints.reference``) complete the
+    fidelity key; every label must sample the same k-point set (TrainingSetData refuses it otherwise).
     """
     configs = configurations.get_configurations()
-    labelled, sources, versions = [], [], set()
+    key = fidelity.get_dict()
+    shifts = key.get('kpoints', {}).get('shifts', [[0.0, 0.0, 0.0]])
+    labelled, sources, versions, kpoints = [], [], set(), []
     for k, cfg in enumerate(configs):
         arrays = runs.get(f'arrays_{_label(k)}')
         if arrays is None:
@@ -74,9 +86,59 @@ def collect_labels(configurations: TrainingSetData, fidelity: orm.Dict, **runs) 
         )
         sources.append(arrays.creator.uuid if arrays.creator is not None else '')
         versions.add(scalars.get('abinit_version') or 'unknown')
-    key = fidelity.get_dict()
+        mesh = runs.get(f'kpoints_{_label(k)}')
+        kpoints.append(None if mesh is None else ([int(n) for n in mesh.get_kpoints_mesh()[0]], shifts))
     key['code'] = 'ABINIT ' + ', '.join(sorted(versions))
-    return TrainingSetData(labelled, configurations.species, fidelity=key, sources=sources)
+    first = next((k for k, kp in enumerate(kpoints) if kp is not None), None)
+    if first is not None and 'kpoints' in key:
+        mesh, shifts = kpoints[first]
+        key['kpoints']['reference'] = {'cell': labelled[first].cell.tolist(), 'mesh': mesh, 'shifts': shifts}
+    return TrainingSetData(labelled, configurations.species, fidelity=key, sources=sources, kpoints=kpoints)
+
+
+def kpoint_sampling(cdft_inputs) -> tuple[dict, list[list[float]]]:
+    """How the meshes are chosen (``{'distance': ...}`` or ``{'mesh': ...}``) and the shifts, from the inputs of the
+    ``cdft`` namespace (a CdftBaseWorkChain's)."""
+    params = cdft_inputs['abinit']['parameters'].get_dict()
+    if 'kpoints_distance' in cdft_inputs:
+        rule = {'distance': cdft_inputs['kpoints_distance'].value}
+        parity = cdft_inputs.get('kpoints_force_parity')
+        rule['force_parity'] = bool(parity.value) if parity is not None else False
+        offset = [0.0, 0.0, 0.0]
+    else:
+        mesh, offset = cdft_inputs['kpoints'].get_kpoints_mesh()
+        rule = {'mesh': [int(n) for n in mesh]}
+    shifts = params.get('shiftk') or [list(offset)]
+    return rule, [[float(x) for x in s] for s in shifts]
+
+
+def mesh_of(cell, rule: dict) -> list[int]:
+    """The mesh a CdftBaseWorkChain uses for ``cell`` (rows, A) under ``rule`` (see :func:`kpoint_sampling`)."""
+    if 'mesh' in rule:
+        return list(rule['mesh'])
+    kpoints = orm.KpointsData()
+    kpoints.set_cell(np.asarray(cell, dtype=float).tolist())
+    kpoints.set_kpoints_mesh_from_density(rule['distance'], force_parity=rule.get('force_parity', False))
+    return [int(n) for n in kpoints.get_kpoints_mesh()[0]]
+
+
+def kpoint_problem(cells: list, cdft_inputs, names: list[str] | None = None) -> str | None:
+    """Why ``cells`` ((3, 3) rows, A) would not all be labelled on the k-point set of the first, or None.
+
+    ``names`` say what each cell is in the message (default: ``configuration k``)."""
+    rule, shifts = kpoint_sampling(cdft_inputs)
+    names = names or [f'configuration {k + 1}' for k in range(len(cells))]
+    if not cells:
+        return None
+    first = mesh_of(cells[0], rule)
+    for name, cell in zip(names, cells):
+        why = kpoint_set_difference(cells[0], first, shifts, cell, mesh_of(cell, rule), shifts)
+        if why:
+            return (
+                f'{name} would be labelled on another k-point set than {names[0]}: {why}; one training set '
+                'needs one k-point set (use cells that are supercells of one another, with matching meshes)'
+            )
+    return None
 
 
 def configuration_problem(cfg: Configuration, species: list[str], params: dict, pseudos: dict) -> str | None:
@@ -100,12 +162,15 @@ def validate_inputs(value, ctx) -> str | None:
     species = configurations.species
     params = abinit['parameters'].get_dict()
     pseudos = abinit.get('pseudos', {})
-    for k, cfg in enumerate(configurations.get_configurations()):
+    configs = configurations.get_configurations()
+    for k, cfg in enumerate(configs):
         if cfg.moments is None:
             return f'configuration {k + 1} has no target moments'
         problem = configuration_problem(cfg, species, params, pseudos)
         if problem:
             return f'configuration {k + 1}: {problem}'
+    if 'kpoints_distance' in value['cdft'] or 'kpoints' in value['cdft']:
+        return kpoint_problem([cfg.cell for cfg in configs], value['cdft'])
     return None
 
 
@@ -189,18 +254,13 @@ class CdftLabelWorkChain(WorkChain):
             return self.exit_codes.ERROR_NO_LABELS
         inputs = self.inputs.cdft
         params = inputs.abinit.parameters.get_dict()
-        if 'kpoints_distance' in inputs:
-            kpoints = {'distance': inputs.kpoints_distance.value, 'force_parity': inputs.kpoints_force_parity.value}
-            shifts = [[0.0, 0.0, 0.0]]
-        else:
-            mesh, offset = inputs.kpoints.get_kpoints_mesh()
-            kpoints, shifts = {'mesh': list(mesh)}, [list(offset)]
-        kpoints['shifts'] = params.get('shiftk') or shifts
-        fidelity = orm.Dict(fidelity_key(params, dict(inputs.abinit.pseudos), kpoints, None))
+        rule, shifts = kpoint_sampling(inputs)
+        fidelity = orm.Dict(fidelity_key(params, dict(inputs.abinit.pseudos), {**rule, 'shifts': shifts}, None))
         runs = {}
         for k, node in sorted(self.ctx.done.items()):
             runs[f'arrays_{_label(k)}'] = node.outputs.output_arrays
             runs[f'parameters_{_label(k)}'] = node.outputs.output_parameters
+            runs[f'kpoints_{_label(k)}'] = node.outputs.kpoints if 'kpoints' in node.outputs else inputs.kpoints
         training_set = collect_labels(self.inputs.configurations, fidelity, **runs)
         self.out('training_set', training_set)
         self.report(f'labelled {len(training_set)} of {total} configurations; {failed} failed')
