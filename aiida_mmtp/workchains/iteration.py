@@ -91,6 +91,9 @@ class ActiveLearningIterationWorkChain(WorkChain):
         spec.exit_code(402, 'ERROR_SELECT_FAILED', message='The selection failed: {message}')
         spec.exit_code(403, 'ERROR_LABELLING_FAILED', message='No selected configuration could be labelled: {message}')
         spec.exit_code(404, 'ERROR_FIT_FAILED', message='The refit failed: {message}')
+        spec.exit_code(406, 'ERROR_ALL_LABELS_REFUSED',
+                       message='Label hygiene refused every new label ({reasons}): the same configurations would be '
+                       'selected again; check the cDFT settings or the hygiene limits')  # fmt: skip
         spec.exit_code(405, 'ERROR_TOO_MANY_FAILURES',
                        message='The labelling failed beyond its tolerance: {message}; its good labels are kept in the '
                        'provenance (continue with restart_from)')  # fmt: skip
@@ -186,8 +189,9 @@ class ActiveLearningIterationWorkChain(WorkChain):
         summary['refused_label_reasons'] = [item['reason'] for item in refused['refused']]
         for item in refused['refused']:
             self.report(f'label {item["index"] + 1} refused by label hygiene: {item["reason"]}')
-        if 'accepted' not in screened:
-            self.report('every new label was refused by label hygiene: the potential stays as it was')
+        if 'accepted' not in screened:  # nothing to learn from: the next iteration would select the same again
+            reasons = '; '.join(summary['refused_label_reasons'])
+            self.ctx.failed_step = self.exit_codes.ERROR_ALL_LABELS_REFUSED.format(reasons=reasons)
             return None
         self.ctx.training_set = merge_training_sets(a=self.inputs.training_set, b=screened['accepted'])
         train = {'code': self.inputs.code, 'potential': self.inputs.potential, 'training_set': self.ctx.training_set,
