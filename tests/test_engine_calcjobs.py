@@ -120,25 +120,3 @@ def test_bad_engine_inputs_are_refused_before_running(fitted, mmtp_code):
         run(MmtpSelectCalculation, code=mmtp_code, potential=other, training_set=training_set)
     with pytest.raises(ValueError, match='give either `training_set`'):
         run(MmtpSelectCalculation, code=mmtp_code, potential=results['potential'])
-
-
-def test_explore_where_every_run_failed_is_a_failure_not_zero_candidates(fitted, mmtp_code):
-    """Issue 12, finding 1: runs that all failed used to count as '0 preselected', i.e. a converged stage."""
-    from aiida import orm
-    from aiida.engine import run_get_node
-
-    from aiida_mmtp.data import TrainingSetData
-    from aiida_mmtp.workchains.explore import ExploreWorkChain
-
-    results, _ = fitted
-    crushed = []
-    for cfg in start_configurations().get_configurations():
-        cfg.positions[1] = cfg.positions[0] + [1.2, 0.0, 0.0]  # a N atom 1.2 A from a Cr: below min_dist 1.7 A
-        crushed.append(cfg)
-    simulate = {'code': mmtp_code, 'potential': results['potential'], 'active_set': results['active_set'],
-                'configurations': TrainingSetData(crushed, ['Cr', 'N']),
-                'parameters': orm.Dict({'kind': 'md', 'steps': 5, 'temperature': 300})}  # fmt: skip
-    _, node = run_get_node(ExploreWorkChain, simulate=simulate)
-    assert node.exit_status == ExploreWorkChain.exit_codes.ERROR_ALL_RUNS_FAILED.status
-    assert 'Every simulation run failed (2 runs): failed:' in node.exit_message
-    assert 'min_dist' in node.exit_message

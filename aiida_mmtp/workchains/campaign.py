@@ -331,9 +331,6 @@ class CampaignWorkChain(WorkChain):
         spec.exit_code(350, 'ERROR_TOO_MANY_FAILURES',
                        message='{what}: more cDFT runs failed than tolerated ({message}); every good label is kept '
                        '(continue with restart_from)')  # fmt: skip
-        spec.exit_code(340, 'ERROR_STAGE_RUNS_FAILED',
-                       message='Stage {stage} selected nothing, but {failed} of its simulation runs failed, so it is '
-                       'not converged: {message}')  # fmt: skip
         spec.exit_code(401, 'ERROR_ITERATION_LIMIT',
                        message='Stopped after {n} iterations (max_iterations) before convergence; '
                        'continue with restart_from.')  # fmt: skip
@@ -622,12 +619,6 @@ class CampaignWorkChain(WorkChain):
         self.ctx.potential = node.outputs.potential
         self.ctx.active_set = node.outputs.active_set
         self.ctx.training_set = node.outputs.training_set
-        if summary['selected'] == 0 and summary.get('failed_runs', 0):  # not converged: runs did not finish
-            self.ctx.failed = self.exit_codes.ERROR_STAGE_RUNS_FAILED.format(
-                stage=stage['name'], failed=summary['failed_runs'], message='; '.join(summary.get('run_failures', []))
-            )
-            self._extras()
-            return
         if summary['selected'] == 0 or stage['simulation']['kind'] == 'label':  # a label stage runs once
             self.ctx.stage_done = True
             self.ctx.completed.append(stage['name'])

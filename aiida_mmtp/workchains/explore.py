@@ -47,7 +47,6 @@ class ExploreWorkChain(WorkChain):
                     help='All configurations with gamma >= gamma_low (absent when none).')  # fmt: skip
         spec.output('report', valid_type=orm.Dict, help='Runs, preselected count, max grade, stops by extrapolation.')
         spec.exit_code(400, 'ERROR_SIMULATION_FAILED', message='A simulation job failed: {message}')
-        spec.exit_code(401, 'ERROR_ALL_RUNS_FAILED', message='Every simulation run failed ({n} runs): {message}')
 
     def run_simulations(self):
         inputs = AttributeDict(self.exposed_inputs(MmtpSimulateCalculation, 'simulate'))
@@ -90,6 +89,4 @@ class ExploreWorkChain(WorkChain):
         self.report(f'{summary["runs"]} runs, max grade {summary["max_grade"]:.3g}, {summary["preselected"]} '
                     f'preselected, {summary["stopped_by_extrapolation"]} stopped by extrapolation, '
                     f'{summary["failed_runs"]} failed')  # fmt: skip
-        if summary['failed_runs'] == len(runs):
-            return self.exit_codes.ERROR_ALL_RUNS_FAILED.format(n=len(runs), message='; '.join(summary['failures']))
         return None
