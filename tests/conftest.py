@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -68,14 +69,17 @@ def reference_set(n: int, spacing: float = 0.02, amplitude: float = 0.15):
 
 
 @functools.cache
-def fitted_reference_potential() -> Potential:
+def fitted_reference_potential(magnetic: bool = True) -> Potential:
     """A level-8 magnetic MTP (N_psi 3, symmetric) fitted to 40 B1 cells labelled by the analytic reference:
     lattice 3.95-4.35 A, rattled, random 50/50, FM and layered AFM moments (1.6-3 mu_B on Cr). Stable as a cubic
-    FM or PM crystal with Cr moments near 2.2 mu_B; it never saw tetragonal strains."""
+    FM or PM crystal with Cr moments near 2.2 mu_B; it never saw tetragonal strains.
+
+    ``magnetic=False``: the same cells labelled by a reference whose Cr has no moment (its Landau term rises
+    from m = 0, as plain-LDA CrN may): a potential that must come out non-magnetic."""
     from aiida_mmtp.mtp.fit import fit
     from aiida_mmtp.mtp.reference import MagneticPairPotential
 
-    ref = MagneticPairPotential()
+    ref = MagneticPairPotential() if magnetic else MagneticPairPotential(landau_a=np.array([0.4, 2.0]))
     rng = np.random.default_rng(0)
     configs = []
     for k in range(40):
@@ -106,3 +110,19 @@ def reference_dir() -> Path:
 
 
 __all__ = ['crn_cells', 'fitted_reference_potential', 'magnetic_crn', 'random_potential', 'reference_set', 'supercell']
+
+
+@pytest.fixture
+def codes(aiida_code_installed, aiida_profile):
+    """The localhost ABINIT code (with the NC pseudopotential family installed) and the engine's ``mmtp``."""
+    from aiida_mmtp.data.pseudo import install_nc_family
+
+    exe = shutil.which('abinit')
+    if exe is None:
+        pytest.fail('ABINIT is not installed: scripts/bootstrap.sh installs it (apt-get install abinit abinit-data)')
+    install_nc_family()
+    abinit = aiida_code_installed(label='abinit', default_calc_job_plugin='mmtp.abinit.cdft', filepath_executable=exe,
+                                  prepend_text='export OMP_NUM_THREADS=1')  # fmt: skip
+    mmtp = aiida_code_installed(label='mmtp', default_calc_job_plugin='mmtp.train',
+                                filepath_executable=str(Path(sys.executable).with_name('mmtp')))  # fmt: skip
+    return abinit, mmtp

@@ -9,27 +9,8 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-
-@pytest.fixture
-def codes(aiida_code_installed, aiida_profile):
-    from aiida_mmtp.data.pseudo import install_nc_family
-
-    exe = shutil.which('abinit')
-    if exe is None:
-        pytest.fail('ABINIT is not installed: scripts/bootstrap.sh installs it (apt-get install abinit abinit-data)')
-    install_nc_family()
-    abinit = aiida_code_installed(label='abinit', default_calc_job_plugin='mmtp.abinit.cdft', filepath_executable=exe,
-                                  prepend_text='export OMP_NUM_THREADS=1')  # fmt: skip
-    mmtp = aiida_code_installed(label='mmtp', default_calc_job_plugin='mmtp.train',
-                                filepath_executable=str(Path(sys.executable).with_name('mmtp')))  # fmt: skip
-    return abinit, mmtp
 
 
 def fast_builder(codes, **overrides):

@@ -77,3 +77,49 @@ def test_bad_structures_and_identifiers_are_named(profile, tmp_path):
     refused(cli(profile, 'campaign', 'export', '987654', '-p', 'inputs'), 'no node 987654')
     refused(cli(profile, 'properties', 'show', '987654', '-p', 'inputs'), 'no node 987654')
     assert 'Workflow' not in processes(profile) and 'Calculation' not in processes(profile)  # nothing was submitted
+
+
+STATES = """\
+import json, subprocess, sys
+from aiida import load_profile, orm
+load_profile('inputs')
+rows = orm.QueryBuilder().append(orm.ProcessNode, project=['id', 'attributes.process_label']).all()
+nodes = [orm.load_node(pk) for pk, _ in rows]
+mine = [n for n in nodes if n.process_label == 'CdftCalculation']
+folders = [n.get_remote_workdir() for n in mine if n.get_remote_workdir()]
+cwds = subprocess.run(['bash', '-c', 'for p in $(pgrep -x abinit); do readlink /proc/$p/cwd; done'],
+                      capture_output=True, text=True).stdout.split()
+print(json.dumps({'runs': len(mine), 'alive': [f'{n.process_label}<{n.pk}>' for n in nodes if not n.is_terminated],
+                  'abinit': [c for c in cwds if any(c.startswith(f) for f in folders)]}))
+"""
+
+
+def test_ctrl_c_of_a_foreground_campaign_kills_everything_under_it(profile, tmp_path):
+    """Issue 12, finding 4: Ctrl-C of ``campaign launch`` in the foreground. It used to do nothing (a calcfunction's
+    interrupt handler was left behind) or to leave the processes under the campaign waiting forever."""
+    import json
+    import signal
+    import time
+
+    (tmp_path / 'tiny.yaml').write_text('initial: {states: [FM, AFM], n_perturbed: 0}\ntest_set: null\n'
+                                        'cdft: {max_concurrent: 2}\n')  # fmt: skip
+    (tmp_path / 'states.py').write_text(STATES)
+
+    def states() -> dict:
+        done = subprocess.run([sys.executable, tmp_path / 'states.py'], capture_output=True, text=True, env=profile)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    launch = subprocess.Popen([BIN / 'aiida-mmtp', 'campaign', 'launch', '-p', 'inputs', '--protocol', 'fast',
+                               '--overrides', tmp_path / 'tiny.yaml'], env=profile, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 300
+    while states()['runs'] < 2 and time.time() < deadline and launch.poll() is None:
+        time.sleep(1)
+    assert launch.poll() is None and states()['runs'] == 2  # ABINIT is running: now the user presses Ctrl-C
+    launch.send_signal(signal.SIGINT)
+    out, err = launch.communicate(timeout=180)
+    assert launch.returncode == 1, out + err
+    assert 'were killed: continue with --restart-from' in err and 'Traceback' not in err, err
+    after = states()
+    assert not after['alive'] and not after['abinit'], after  # every process ended, no ABINIT left running

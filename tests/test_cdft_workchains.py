@@ -219,7 +219,7 @@ def configurations(structures, moments):
     return TrainingSetData(configs, ['Cr', 'N'])
 
 
-def test_labelling_records_failures_and_links_every_label_to_its_run(abinit_code, pseudos):
+def test_labelling_records_failures_and_links_every_label_to_its_run(abinit_code, pseudos, mmtp_code):
     """One k-shift: fine for the two displaced cells, a real ABINIT error (k-grid not symmetric) for the ideal one."""
     from aiida import orm
     from aiida.engine import run_get_node
@@ -260,6 +260,34 @@ def test_labelling_records_failures_and_links_every_label_to_its_run(abinit_code
         results, node = run_get_node(CdftLabelWorkChain, **inputs)
         assert node.exit_status == 400 and '1 of 3 runs failed' in node.exit_message
         assert len(results['training_set']) == 2
+        # issue 12, finding 3: such a batch in an iteration stops it (405), before anything is trained on it; the
+        # campaign maps 405 to its own 350 (ERROR_TOO_MANY_FAILURES) instead of going on
+        iteration = over_budget_iteration(mmtp_code, batch, {**inputs, 'configurations': None})
+        assert iteration.exit_status == 405 and '1 of 3 runs failed' in iteration.exit_message, iteration.exit_message
+        assert 'potential' not in iteration.outputs
+        assert not [n for n in iteration.called_descendants if n.process_label == 'MmtpTrainCalculation']
+
+
+def over_budget_iteration(mmtp_code, batch, label):
+    """An ActiveLearningIterationWorkChain that labels ``batch`` directly (a `label` stage) with ``label`` inputs."""
+    from aiida import orm
+    from aiida.engine import run_get_node
+    from conftest import reference_set
+
+    from aiida_mmtp.data import MtpPotentialData
+    from aiida_mmtp.data.active_set import ActiveSetData
+    from aiida_mmtp.mtp.potential import Potential
+    from aiida_mmtp.mtp.selection import ActiveSet
+    from aiida_mmtp.workchains.iteration import ActiveLearningIterationWorkChain
+
+    pot = Potential.from_level(4, ['Cr', 'N'], n_phi=3, n_psi=2, m_max=[3.2, 0.6], seed=1)
+    training_set = reference_set(4)
+    active_set = ActiveSet.build(pot, training_set.get_configurations())
+    label = {key: value for key, value in label.items() if value is not None}
+    _, node = run_get_node(ActiveLearningIterationWorkChain, code=mmtp_code, potential=MtpPotentialData(pot),
+                           active_set=ActiveSetData(active_set), training_set=training_set, configurations=batch,
+                           simulation=orm.Dict({'kind': 'label'}), label=label)  # fmt: skip
+    return node
 
 
 def test_bad_input_fails_before_anything_runs(abinit_code, pseudos):

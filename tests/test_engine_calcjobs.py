@@ -120,3 +120,32 @@ def test_bad_engine_inputs_are_refused_before_running(fitted, mmtp_code):
         run(MmtpSelectCalculation, code=mmtp_code, potential=other, training_set=training_set)
     with pytest.raises(ValueError, match='give either `training_set`'):
         run(MmtpSelectCalculation, code=mmtp_code, potential=results['potential'])
+
+
+def test_an_iteration_whose_runs_failed_and_selected_nothing_is_not_converged(fitted, mmtp_code, codes):
+    """Issue 12, finding 1: every run failed at its first step, nothing was preselected; this is not "converged"."""
+    from aiida import orm
+    from aiida.engine import run_get_node
+
+    from aiida_mmtp.data import TrainingSetData
+    from aiida_mmtp.workchains.campaign import CampaignWorkChain
+    from aiida_mmtp.workchains.iteration import ActiveLearningIterationWorkChain
+
+    results, training_set = fitted
+    squeezed = []
+    for moments in ([2.4, 0] * 4, [2.4, 0, -2.4, 0, -2.4, 0, 2.4, 0]):
+        cfg = rocksalt(3.2)  # Cr-N 1.6 A: closer than the potential's min_dist (1.7 A), as an MD that collapsed
+        cfg.moments = np.array(moments, dtype=float)
+        squeezed.append(cfg)
+    label = CampaignWorkChain.get_builder_from_protocol(*codes, protocol='fast').label._inputs(prune=True)
+    _, node = run_get_node(ActiveLearningIterationWorkChain, code=mmtp_code, potential=results['potential'],
+                           active_set=results['active_set'], training_set=training_set,
+                           configurations=TrainingSetData(squeezed, ['Cr', 'N']), label=label,
+                           simulation=orm.Dict({'kind': 'md', 'temperature': 300, 'steps': 20, 'timestep': 1.0,
+                                                'gamma_low': 2.0, 'gamma_up': 10.0, 'seed': 1}))  # fmt: skip
+    status = ActiveLearningIterationWorkChain.exit_codes.ERROR_RUNS_FAILED.status
+    assert node.exit_status == status, node.exit_message
+    assert '2 of 2 simulation runs failed' in node.exit_message and 'min_dist' in node.exit_message
+    assert node.base.extras.get('failed_runs') == 2 and node.base.extras.get('selected') == 0
+    assert 'potential' not in node.outputs  # nothing is handed on as if the stage had converged
+    assert not [n for n in node.called_descendants if n.process_label == 'CdftCalculation']

@@ -194,6 +194,18 @@ def test_fitted_mtp_through_the_same_path():
         assert np.all(np.abs(run.gamma_frequencies()[:3]) < 1e-3)
 
 
+def test_a_potential_fitted_to_non_magnetic_data_is_reported_as_non_magnetic(tmp_path):
+    """Issue 11: the property path says when FM, AFM and PM are one non-magnetic state, and not otherwise."""
+    said = {}
+    for magnetic in (True, False):
+        lines = []
+        results = run_property('average', fitted_reference_potential(magnetic), rocksalt(4.15),
+                               {'state': {'kind': 'FM'}}, tmp_path / str(magnetic), log=lines.append)  # fmt: skip
+        said[magnetic] = (results['mean_abs_moment_muB']['Cr'], ' '.join(lines))
+    assert said[True][0] > 1.5 and 'equilibrate to ~0' not in said[True][1], said[True]
+    assert said[False][0] < 0.1 and 'the moments of Cr equilibrate to ~0 mu_B' in said[False][1], said[False]
+
+
 def test_fixed_moment_states_keep_their_sizes():
     atoms = phase('FM', relax=None)
     spec = StateSpec('FM', {'Cr': 1.5}, equilibrate=False)

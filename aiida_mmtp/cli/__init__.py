@@ -30,6 +30,77 @@ def _load(profile: str | None):
         raise click.ClickException(f'cannot load the AiiDA profile {profile or "(default)"}: {exc}') from exc
 
 
+def run_here(builder):
+    """Run ``builder`` in this process and return its node; Ctrl-C (or SIGTERM) kills it and everything under it.
+
+    Two gaps of a foreground ``run`` are closed here. AiiDA's interrupt handler is replaced by each calcfunction
+    while it runs and restored when it ends; calcfunctions of concurrent work chains end out of order, so the
+    handler left behind kills a calcfunction that already finished and Ctrl-C does nothing (seen: the campaign
+    ran on to its end). Ours is put back every second, and it kills between two steps of the event loop, never
+    in the middle of a database commit (which AiiDA's does). And a local runner has no broker, so a killed process
+    cannot reach the processes it called: they stayed "waiting" forever, their ABINIT jobs running. Every
+    process this runner starts is recorded, and the interrupt kills each one still alive, the innermost first
+    (a CalcJob kills its job).
+    """
+    import asyncio
+    import signal
+    import time
+
+    from aiida.manage import get_manager
+    from plumpy.exceptions import KilledError
+
+    runner = get_manager().create_runner(communicator=None)  # as aiida.engine.run_get_node does
+    started = []
+    instantiate = runner.instantiate_process
+
+    def recorded(process, **inputs):
+        started.append(instantiate(process, **inputs))
+        return started[-1]
+
+    runner.instantiate_process = recorded
+    top = runner.instantiate_process(builder)
+
+    def kill():
+        if top.has_terminated() or top.is_killing:
+            return
+        click.echo(f'interrupted: killing {top.node.process_label}<{top.node.pk}> and every process under it',
+                   err=True)  # fmt: skip
+        for process in reversed(started):  # the innermost first: CalcJobs cancel their jobs; the top last
+            if not process.has_terminated():
+                process.kill(msg_text=f'Killed by an interrupt (Ctrl-C) of aiida-mmtp, with <{top.node.pk}>')
+
+    def interrupt(_signum, _frame):  # never kill from inside the handler: it may interrupt a database commit
+        runner.loop.call_soon_threadsafe(kill)
+
+    def keep_ours():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not interrupt:
+                signal.signal(signum, interrupt)
+        if not top.has_terminated():
+            runner.loop.call_later(1.0, keep_ours)
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        keep_ours()
+        top.execute()
+    except KilledError:
+        pass  # the node says so; what is under it is killed next
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if top.node.is_killed:
+        deadline = time.monotonic() + 120
+        alive = [node for node in top.node.called_descendants if not node.is_terminated]
+        while alive and time.monotonic() < deadline:  # let the kills finish (a CalcJob waits for its job)
+            runner.loop.run_until_complete(asyncio.sleep(0.5))
+            alive = [node for node in top.node.called_descendants if not node.is_terminated]
+        if alive:
+            pks = ' '.join(str(node.pk) for node in alive)
+            raise click.ClickException(f'{top.node.process_label}<{top.node.pk}> was killed, {len(alive)} processes '
+                                       f'under it did not end: verdi process kill --force {pks}')  # fmt: skip
+    return top.node
+
+
 def _install_families(with_paw: bool) -> None:
     from aiida_mmtp.data.pseudo import install_nc_family, install_paw_family
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..protocols import default_protocol, list_protocols, protocol_warning
-from . import ABINIT_CODE, MMTP_CODE, _load, main
+from . import ABINIT_CODE, MMTP_CODE, _load, main, run_here
 
 __all__ = ['campaign']
 
@@ -89,7 +89,7 @@ def launch(profile, protocol, structure_file, overrides, max_iterations, restart
 
     _load(profile)
     from aiida import orm
-    from aiida.engine import run_get_node, submit
+    from aiida.engine import submit
 
     from ..workchains.campaign import CampaignWorkChain
 
@@ -124,9 +124,14 @@ def launch(profile, protocol, structure_file, overrides, max_iterations, restart
             click.echo(f'submitted {node.process_label}<{node.pk}>: verdi process list; '
                        f'aiida-mmtp campaign status {node.pk}')  # fmt: skip
             return
-        _, node = run_get_node(builder)
+        node = run_here(builder)
     except ValueError as exc:  # the validator's message names the problem
         raise click.ClickException(str(exc)) from exc
+    if node.is_killed:
+        raise click.ClickException(
+            f'{node.process_label}<{node.pk}> and every process under it were killed: '
+            f'continue with --restart-from {node.pk} (no finished cDFT run is redone)'
+        )
     click.echo(f'finished [{node.exit_status}] {node.exit_message or ""}'.rstrip())
     click.echo(_where(node))
     if not node.is_finished_ok:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from . import MMTP_CODE, _load, main
+from . import MMTP_CODE, _load, main, run_here
 
 __all__ = ['properties']
 
@@ -96,7 +96,7 @@ def launch(potential, profile, protocol, states, kinds, structure_file, override
 
     _load(profile)
     from aiida import orm
-    from aiida.engine import run_get_node, submit
+    from aiida.engine import submit
 
     from ..workchains.properties import PropertiesWorkChain
 
@@ -128,9 +128,11 @@ def launch(potential, profile, protocol, states, kinds, structure_file, override
             wc = submit(builder)
             click.echo(f'submitted {wc.process_label}<{wc.pk}>: aiida-mmtp properties show {wc.pk}')
             return
-        _, wc = run_get_node(builder)
+        wc = run_here(builder)
     except ValueError as exc:  # the validator's message names the problem
         raise click.ClickException(str(exc)) from exc
+    if wc.is_killed:
+        raise click.ClickException(f'{wc.process_label}<{wc.pk}> and every process under it were killed')
     click.echo(f'finished [{wc.exit_status}] {wc.exit_message or ""}'.rstrip())
     _show(wc)
     if not wc.is_finished_ok:

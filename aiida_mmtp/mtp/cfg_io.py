@@ -130,6 +130,9 @@ def _parse_one(lines, source: str, begin: int) -> Configuration:
     return Configuration(cell=cell, energy=energy, virial=virial, features=features, **data)
 
 
+_MAX_TYPE = 2**31 - 1  # MLIP stores species types as C int
+
+
 def _atom_data(columns: list[str], table: np.ndarray, cell, where: str) -> dict:
     col = {name: k for k, name in enumerate(columns)}
 
@@ -143,8 +146,8 @@ def _atom_data(columns: list[str], table: np.ndarray, cell, where: str) -> dict:
     if 'type' not in col:
         raise CfgFormatError(f"{where}: AtomData has no 'type' column")
     types = table[:, col['type']]
-    if np.any(types != np.round(types)) or np.any(types < 0):
-        raise CfgFormatError(f'{where}: species types must be non-negative integers')
+    if np.any(types != np.round(types)) or np.any(types < 0) or np.any(types > _MAX_TYPE):
+        raise CfgFormatError(f'{where}: species types must be integers from 0 to {_MAX_TYPE}')
     known = {
         'id',
         'type',

@@ -20,6 +20,7 @@ from .cfg_io import format_cfg, iter_cfg, read_cfg, write_cfg
 from .evaluate import evaluate
 from .mtp_io import read_mtp, write_mtp
 from .potential import Potential
+from .threads import single_blas_thread
 
 __all__ = ['main']
 
@@ -423,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@single_blas_thread
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ from scipy.optimize import minimize
 from .configuration import Configuration
 from .loss import TrainingData, Weights, loss_and_gradient, predict
 from .potential import Potential
+from .threads import single_blas_thread
 
 __all__ = ['FitResult', 'fit', 'init_linear', 'errors', 'EV_A3_TO_GPA']
 
@@ -96,6 +97,7 @@ def _stats(values: np.ndarray) -> dict:
     return {'rmse': float(np.sqrt(np.mean(v * v))), 'mae': float(np.mean(v)), 'n': int(v.size)}
 
 
+@single_blas_thread
 def fit(
     pot: Potential,
     configs: Sequence[Configuration] | TrainingData,

@@ -183,6 +183,8 @@ def parse_mtp(lines: list[str], source: str = '<string>', species: list[str] | N
             raise MtpFormatError(
                 f'{source}:{values[name][1]}: {name} has {arr.size // width} entries, header says {count}'
             )
+        if np.any(np.abs(arr) > 2**31 - 1) or np.any(arr != np.round(arr)):  # NaN compares unequal: refused too
+            raise MtpFormatError(f'{source}:{values[name][1]}: {name} must hold integers')
     basic = basic.astype(np.int64).reshape(-1, 4)
     times = times.astype(np.int64).reshape(-1, 4)
     mapping = mapping.astype(np.int64)

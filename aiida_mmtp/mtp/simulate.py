@@ -31,6 +31,7 @@ from .evaluate import Result, evaluate
 from .neighbors import neighbor_list
 from .potential import Potential
 from .selection import ActiveSet
+from .threads import single_blas_thread
 
 __all__ = [
     'Extrapolation',
@@ -193,6 +194,7 @@ def moment_bounds(
     return bounds
 
 
+@single_blas_thread
 def equilibrate_moments(
     pot: Potential,
     cfg: Configuration,
@@ -303,6 +305,7 @@ def _frame(atoms, calc: GradedCalculator, species) -> Configuration:
     return cfg
 
 
+@single_blas_thread
 def relax(
     pot: Potential,
     cfg: Configuration,
@@ -349,6 +352,7 @@ def relax(
     return out, report
 
 
+@single_blas_thread
 def run_md(
     pot: Potential,
     cfg: Configuration,

@@ -7,7 +7,9 @@
 3. Stages, each a simulation kind on its own starting configurations (moment
    equilibration of the initial set, relaxation of ideal cells, MD at given
    temperatures and lattice scales): active-learning iterations
-   (:class:`ActiveLearningIterationWorkChain`) until one selects nothing.
+   (:class:`ActiveLearningIterationWorkChain`) until one selects nothing and
+   every simulation run finished; a stage whose runs failed and selected nothing
+   stops the campaign with ``ERROR_STAGE_RUNS_FAILED`` (340), never "converged".
 
 Validation: with ``test_set`` (a recipe like ``initial``, another seed), a held-out test set is
 generated, labelled by cDFT at the campaign's fidelity (never trained on) and
@@ -18,7 +20,15 @@ Every label, initial ones included, passes label hygiene
 
 ``restart_from`` (the UUID or pk of an earlier campaign) continues it: every
 label it made is reused (never recomputed), the stages it completed are
-skipped, and the fit starts from its last potential. ``max_iterations`` caps
+skipped, and the fit starts from its last potential. Labels are never lost
+to an interruption (``verdi process kill``, an exception, a lost daemon):
+the labels of an iteration's batch killed before it collected them are made
+from its finished runs, and every labelling of the continued campaign (the
+initial set and the test set when they were not finished, the iterations)
+takes a configuration that a finished run of the earlier campaign labelled at
+the same fidelity from that run instead of running it again (input
+``reuse`` of :class:`CdftLabelWorkChain`: matched through the provenance
+graph by configuration and fidelity; AiiDA caching is not needed). ``max_iterations`` caps
 the iterations of one run; a campaign stopped by it returns what it has and
 exits 401, to be continued with ``restart_from``.
 
@@ -53,12 +63,13 @@ from .functions import (
 )
 from .initial import InitialSetWorkChain
 from .iteration import ActiveLearningIterationWorkChain
-from .label import CdftLabelWorkChain, configuration_problem, kpoint_problem
+from .label import CdftLabelWorkChain, configuration_problem, interrupted_labels, kpoint_problem
 
 __all__ = ['STAGE', 'CampaignWorkChain']
 
 #: Call-link label of the labelling of the held-out test set.
 TEST_SET = 'test_set'
+ITERATION = ActiveLearningIterationWorkChain.__name__
 
 #: Keys of one stage and their defaults. ``start``: 'initial' (the initial configurations, unlabelled)
 #: or 'ideal' (undistorted cells at ``scales`` in ``states``); ``simulation``: parameters of mmtp.simulate.
@@ -150,7 +161,7 @@ def validate_inputs(value, ctx) -> str | None:
         missing = sorted(set(st['structures'] or []) - set(cells))
         if missing:
             return f'stage {st["name"]}: no structure called {", ".join(missing)}'
-    if 'label' in value and 'restart_from' not in value:
+    if 'label' in value:
         abinit = value['label']['cdft']['abinit']
         params, pseudos = abinit['parameters'].get_dict(), dict(abinit.get('pseudos', {}))
         try:
@@ -241,6 +252,29 @@ def labels_of(campaign: orm.WorkflowNode) -> list[TrainingSetData]:
     return sorted(sets, key=lambda s: s.ctime)
 
 
+def finished_runs(campaign: orm.WorkflowNode) -> list[str]:
+    """UUIDs of every cDFT run (CdftBaseWorkChain) that finished well under ``campaign`` and the campaigns it
+    continued, the held-out test set's included."""
+    runs = [node.uuid for node in campaign.called_descendants
+            if node.process_label == 'CdftBaseWorkChain' and node.is_finished_ok]  # fmt: skip
+    if 'restart_from' in campaign.inputs:
+        runs += finished_runs(previous_campaign(str(campaign.inputs.restart_from.value)))
+    return runs
+
+
+def uncollected_labels(campaign: orm.WorkflowNode) -> list[TrainingSetData]:
+    """Labels of the iterations' cDFT batches that were interrupted before they collected them (the
+    configurations were selected, the runs finished, the batch was killed): made from their runs now."""
+    sets = []
+    for node in campaign.called_descendants:
+        in_iteration = node.caller is not None and node.caller.process_label == ITERATION
+        if node.process_label == 'CdftLabelWorkChain' and in_iteration:
+            labels = interrupted_labels(node)
+            if labels is not None:
+                sets.append(labels)
+    return sets
+
+
 def test_set_of(campaign: orm.WorkflowNode) -> TrainingSetData | None:
     """The labelled held-out test set of ``campaign`` (or of the campaign it continued), or None."""
     if 'test_set_labels' in campaign.outputs:
@@ -328,6 +362,9 @@ class CampaignWorkChain(WorkChain):
         spec.exit_code(315, 'ERROR_TEST_LABELS', message='The test set could not be labelled: {message}')
         spec.exit_code(320, 'ERROR_FIT', message='The fit failed: {message}')
         spec.exit_code(330, 'ERROR_ITERATION', message='Iteration {n} of stage {stage} failed: {message}')
+        spec.exit_code(340, 'ERROR_STAGE_RUNS_FAILED',
+                       message='Stage {stage} is not converged: its simulation runs failed and nothing was selected '
+                       '({message})')  # fmt: skip
         spec.exit_code(350, 'ERROR_TOO_MANY_FAILURES',
                        message='{what}: more cDFT runs failed than tolerated ({message}); every good label is kept '
                        '(continue with restart_from)')  # fmt: skip
@@ -422,6 +459,13 @@ class CampaignWorkChain(WorkChain):
         self.ctx.setdefault('refused', {})[what.replace(' ', '_')] = [item['reason'] for item in refused['refused']]
         return screened
 
+    def _label_inputs(self) -> dict:
+        """The ``label`` namespace of the cDFT batches; a continued campaign reuses the runs of the one it continues."""
+        inputs = self.exposed_inputs(CdftLabelWorkChain, 'label')
+        if 'reuse' in self.ctx and 'reuse' not in inputs:
+            inputs['reuse'] = self.ctx.reuse
+        return inputs
+
     def _warnings(self) -> list[str]:
         return list(self.inputs.warnings.get_list()) if 'warnings' in self.inputs else []
 
@@ -447,9 +491,15 @@ class CampaignWorkChain(WorkChain):
                 previous = previous_campaign(identifier)
             except ValueError as exc:
                 return self.exit_codes.ERROR_RESTART.format(identifier=identifier, message=str(exc))
-            sets = labels_of(previous)
-            if not sets:
-                return self.exit_codes.ERROR_RESTART.format(identifier=identifier, message='it labelled nothing')
+            runs = finished_runs(previous)
+            if runs:  # every labelling of this run first takes what an earlier run labelled at its fidelity
+                self.ctx.reuse = orm.List(runs).store()
+            sets = labels_of(previous) + uncollected_labels(previous)
+            if not sets:  # interrupted before its initial set was collected: label it, reusing the finished runs
+                self.report(f'continuing {previous.process_label}<{previous.pk}>: no labelled set was collected; '
+                            f'the initial set is labelled again, reusing its {len(runs)} finished runs')  # fmt: skip
+                self._extras()
+                return None
             merged = merge_training_sets(**{f'set_{k:04d}': s for k, s in enumerate(sets)})
             screened = self._screen(merged, 'reused labels')
             if 'accepted' not in screened:
@@ -476,13 +526,13 @@ class CampaignWorkChain(WorkChain):
         """Label the initial set and the held-out test set (at once) where they are not labelled yet."""
         if 'training_set' not in self.ctx:
             inputs = {'structures': self.inputs.structures, 'parameters': self._generation(),
-                      'label': self.exposed_inputs(CdftLabelWorkChain, 'label'),
+                      'label': self._label_inputs(),
                       'metadata': {'call_link_label': 'initial_set', 'label': 'initial set'}}  # fmt: skip
             self.report('generating and labelling the initial set')
             self.to_context(initial_set=self.submit(InitialSetWorkChain, **inputs))
         if 'test_set' in self.inputs and 'test_set' not in self.ctx:
             configurations = held_out(self._generation(**self.inputs.test_set.get_dict()), self.inputs.structures)
-            inputs = {**self.exposed_inputs(CdftLabelWorkChain, 'label'), 'configurations': configurations,
+            inputs = {**self._label_inputs(), 'configurations': configurations,
                       'metadata': {'call_link_label': TEST_SET, 'label': 'test set'}}  # fmt: skip
             self.report(f'labelling the held-out test set: {len(configurations)} configurations')
             self.to_context(test_labels=self.submit(CdftLabelWorkChain, **inputs))
@@ -587,7 +637,7 @@ class CampaignWorkChain(WorkChain):
             'simulation': orm.Dict(stage['simulation']),
             'max_selected': self.inputs.max_selected,
             'max_jobs': self.inputs.max_jobs,
-            'label': self.exposed_inputs(CdftLabelWorkChain, 'label'),
+            'label': self._label_inputs(),
             'metadata': {'label': f'{stage["name"]} #{self.ctx.stage_iteration}',
                          'call_link_label': f'iteration_{len(self.ctx.iterations) + 1:03d}'},
         }  # fmt: skip
@@ -605,6 +655,10 @@ class CampaignWorkChain(WorkChain):
             self.ctx.failed = self.exit_codes.ERROR_TOO_MANY_FAILURES.format(
                 what=f'stage {stage["name"]}, iteration {self.ctx.stage_iteration}', message=why_failed(node)
             )
+            return
+        if node.exit_status == ActiveLearningIterationWorkChain.exit_codes.ERROR_RUNS_FAILED.status:
+            self.ctx.failed = self.exit_codes.ERROR_STAGE_RUNS_FAILED.format(stage=stage['name'],
+                                                                             message=why_failed(node))  # fmt: skip
             return
         if not node.is_finished_ok:
             self.ctx.failed = self.exit_codes.ERROR_ITERATION.format(

@@ -18,6 +18,7 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_han
 
 from ..calculations.cdft import PARAMETERS, CdftCalculation, check_inputs
 from ..calculations.functions import create_kpoints_from_distance
+from .common import abandoned_by
 
 __all__ = ['CdftBaseWorkChain']
 
@@ -92,6 +93,7 @@ class CdftBaseWorkChain(BaseRestartWorkChain):
             message='The constrained moments stayed off target with the tightest SCF and constraint.',
         )
         spec.exit_code(430, 'ERROR_WALLTIME_UNRECOVERABLE', message='The run needs more than walltime_max.')
+        spec.exit_code(440, 'ERROR_ABANDONED', message='Not run: {message}.')
 
     def setup(self):
         super().setup()
@@ -112,6 +114,14 @@ class CdftBaseWorkChain(BaseRestartWorkChain):
     def prepare_process(self):
         """The parameters as the handlers left them."""
         self.ctx.inputs.parameters = orm.Dict(self.ctx.parameters)
+
+    def run_process(self):
+        """Submit the CalcJob, unless a process above this one was killed meanwhile (then nothing is run)."""
+        why = abandoned_by(self.node)
+        if why:
+            self.report(f'not submitting: {why}')
+            return self.exit_codes.ERROR_ABANDONED.format(message=why)
+        return super().run_process()
 
     def _get(self, key):
         return self.ctx.parameters.get(key, PARAMETERS[key])

@@ -10,7 +10,13 @@ the new labels against the training set (label hygiene,
 and never trained on); add the others to the training set; refit and rebuild the active set
 (:class:`FitWorkChain`). When nothing is selected, the iteration returns the
 potential, active set and training set it was given: the loop has converged
-for these simulations. With ``simulation.kind`` ``label`` nothing is simulated:
+for these simulations, provided that every run finished. A run that failed
+(atoms closer than the potential's min_dist, a non-finite energy) explored
+nothing past its failure: when nothing is selected and a run failed, the
+iteration exits ``ERROR_RUNS_FAILED`` (407) with the engine's messages, never
+"converged". Failed runs that preselected configurations before failing are
+counted (``failed_runs``) and their selections labelled as usual: the refit
+potential is what should stop them failing. With ``simulation.kind`` ``label`` nothing is simulated:
 every configuration is labelled and the potential refitted (the paper's
 shear strains, labelled directly).
 """
@@ -91,12 +97,15 @@ class ActiveLearningIterationWorkChain(WorkChain):
         spec.exit_code(402, 'ERROR_SELECT_FAILED', message='The selection failed: {message}')
         spec.exit_code(403, 'ERROR_LABELLING_FAILED', message='No selected configuration could be labelled: {message}')
         spec.exit_code(404, 'ERROR_FIT_FAILED', message='The refit failed: {message}')
-        spec.exit_code(406, 'ERROR_ALL_LABELS_REFUSED',
-                       message='Label hygiene refused every new label ({reasons}): the same configurations would be '
-                       'selected again; check the cDFT settings or the hygiene limits')  # fmt: skip
         spec.exit_code(405, 'ERROR_TOO_MANY_FAILURES',
                        message='The labelling failed beyond its tolerance: {message}; its good labels are kept in the '
                        'provenance (continue with restart_from)')  # fmt: skip
+        spec.exit_code(406, 'ERROR_ALL_LABELS_REFUSED',
+                       message='Label hygiene refused every new label ({reasons}): the same configurations would be '
+                       'selected again; check the cDFT settings or the hygiene limits')  # fmt: skip
+        spec.exit_code(407, 'ERROR_RUNS_FAILED',
+                       message='{failed} of {runs} simulation runs failed and nothing new was selected, so these '
+                       'simulations are not converged: {failures}')  # fmt: skip
 
     def _direct(self) -> bool:
         """A ``label`` stage: every configuration is labelled (the paper's shear strains), none is simulated."""
@@ -123,10 +132,9 @@ class ActiveLearningIterationWorkChain(WorkChain):
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_EXPLORE_FAILED.format(message=why_failed(node))
         report = node.outputs.report.get_dict()
-        self.ctx.summary.update(candidates=report['preselected'], max_grade=report['max_grade'],
+        self.ctx.summary.update(candidates=report['preselected'], max_grade=report['max_grade'], runs=report['runs'],
                                 stopped_by_extrapolation=report['stopped_by_extrapolation'],
-                                failed_runs=report.get('failed_runs', 0),
-                                run_failures=report.get('failures', []))  # fmt: skip
+                                failed_runs=report['failed_runs'], run_failures=report['failures'])  # fmt: skip
         if 'preselected' not in node.outputs:
             self.report(f'nothing preselected (max grade {report["max_grade"]:.3g})')
             return None
@@ -205,6 +213,11 @@ class ActiveLearningIterationWorkChain(WorkChain):
     def results(self):
         if 'failed_step' in self.ctx:
             return self.ctx.failed_step
+        summary = self.ctx.summary
+        if summary['selected'] == 0 and summary.get('failed_runs', 0):  # converged only when the runs finished
+            self.node.base.extras.set_many({k: v for k, v in summary.items() if k != 'refused'})
+            return self.exit_codes.ERROR_RUNS_FAILED.format(failed=summary['failed_runs'], runs=summary['runs'],
+                                                            failures='; '.join(summary['run_failures']))  # fmt: skip
         if 'fit' in self.ctx:
             node = self.ctx.fit
             if not node.is_finished_ok:

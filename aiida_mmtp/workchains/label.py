@@ -8,13 +8,24 @@ run is recorded (``failures``) and the batch goes on; the labelled set
 each run's calculation in its ``sources`` attribute. If more than
 ``max_failure_fraction`` of the runs fail, the work chain still returns what
 was labelled, then exits with ``ERROR_TOO_MANY_FAILURES``.
+
+``reuse`` lists earlier runs (UUIDs of :class:`CdftBaseWorkChain` nodes, e.g.
+every run of an interrupted campaign): a configuration that one of them
+labelled, finished and successful, at the same fidelity, is not run again;
+that run's outputs are collected as if it had been submitted here. The match
+is by configuration (species, cell and positions to 1e-6 A, target moments to
+1e-4 mu_B) and fidelity (ABINIT parameters, pseudopotential MD5s, k-point rule
+and shifts).
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from aiida import orm
 from aiida.common import AttributeDict
+from aiida.common.links import LinkType
 from aiida.engine import WorkChain, calcfunction, while_
 
 from ..calculations.cdft import check_run, fidelity_key
@@ -22,13 +33,17 @@ from ..data.training_set import TrainingSetData
 from ..mtp.configuration import Configuration
 from ..mtp.kpoints import kpoint_set_difference
 from .cdft_base import CdftBaseWorkChain
+from .common import abandoned_by
 
 __all__ = [
     'CdftLabelWorkChain',
     'collect_labels',
     'configuration_problem',
+    'interrupted_labels',
     'kpoint_problem',
     'kpoint_sampling',
+    'labels_from_runs',
+    'reusable_runs',
     'split_configurations',
 ]
 
@@ -96,6 +111,38 @@ def collect_labels(configurations: TrainingSetData, fidelity: orm.Dict, **runs) 
     return TrainingSetData(labelled, configurations.species, fidelity=key, sources=sources, kpoints=kpoints)
 
 
+def labels_from_runs(configurations: TrainingSetData, cdft, done: dict) -> TrainingSetData:
+    """The labelled set of ``configurations`` from finished runs (``done``: index -> CdftBaseWorkChain node), made by
+    :func:`collect_labels` (provenance: every label links to its run's outputs); ``cdft`` holds the inputs of the
+    batch's CdftBaseWorkChains (the fidelity)."""
+    params = cdft['abinit']['parameters'].get_dict()
+    rule, shifts = kpoint_sampling(cdft)
+    pseudos = dict(cdft['abinit'].get('pseudos', {}))
+    fidelity = orm.Dict(fidelity_key(params, pseudos, {**rule, 'shifts': shifts}, None))
+    runs = {}
+    for k, node in sorted(done.items()):
+        runs[f'arrays_{_label(k)}'] = node.outputs.output_arrays
+        runs[f'parameters_{_label(k)}'] = node.outputs.output_parameters
+        runs[f'kpoints_{_label(k)}'] = node.outputs.kpoints if 'kpoints' in node.outputs else cdft.get('kpoints')
+    return collect_labels(configurations, fidelity, **{key: value for key, value in runs.items() if value is not None})
+
+
+def interrupted_labels(node: orm.WorkflowNode) -> TrainingSetData | None:
+    """The labels of the runs that finished well under a CdftLabelWorkChain ``node`` that never collected them
+    (killed, excepted, daemon lost), or None when there are none."""
+    if 'training_set' in node.outputs:
+        return None
+    done = {}
+    for link in node.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all():
+        run = link.node
+        if link.link_label.startswith('label_c') and run.is_finished_ok and 'output_arrays' in run.outputs:
+            done[int(link.link_label[len('label_c') :])] = run
+    if not done:
+        return None
+    inputs = node.base.links.get_incoming(link_type=LinkType.INPUT_WORK).nested()
+    return labels_from_runs(inputs['configurations'], inputs['cdft'], done)
+
+
 def kpoint_sampling(cdft_inputs) -> tuple[dict, list[list[float]]]:
     """How the meshes are chosen (``{'distance': ...}`` or ``{'mesh': ...}``) and the shifts, from the inputs of the
     ``cdft`` namespace (a CdftBaseWorkChain's)."""
@@ -139,6 +186,41 @@ def kpoint_problem(cells: list, cdft_inputs, names: list[str] | None = None) -> 
                 'needs one k-point set (use cells that are supercells of one another, with matching meshes)'
             )
     return None
+
+
+def _configuration_key(structure: orm.StructureData, moments: orm.ArrayData) -> str:
+    """What makes two cDFT runs label the same configuration: species, cell, positions (A) and target moments."""
+    positions = np.array([site.position for site in structure.sites], dtype=float)
+    return json.dumps([
+        [site.kind_name for site in structure.sites],
+        np.round(np.asarray(structure.cell, dtype=float), 6).tolist(),
+        np.round(positions, 6).tolist(),
+        np.round(moments.get_array('moments'), 4).tolist(),
+    ])  # fmt: skip
+
+
+def _fidelity_fingerprint(cdft) -> str:
+    """What makes two cDFT runs one fidelity, from the inputs of a CdftBaseWorkChain (a mapping or a node's
+    nested inputs): ABINIT parameters, pseudopotentials (MD5) and k-point rule and shifts."""
+    pseudos = {element: pseudo.md5 for element, pseudo in dict(cdft['abinit'].get('pseudos', {})).items()}
+    rule, shifts = kpoint_sampling(cdft)
+    return json.dumps([cdft['abinit']['parameters'].get_dict(), pseudos, rule, shifts], sort_keys=True)
+
+
+def reusable_runs(uuids: list[str], cdft) -> dict[str, orm.WorkflowNode]:
+    """The runs among ``uuids`` (CdftBaseWorkChain nodes) that finished with labels at the fidelity of ``cdft``
+    (the inputs of this batch's CdftBaseWorkChains), by configuration key."""
+    wanted = _fidelity_fingerprint(cdft)
+    found = {}
+    for uuid in uuids:
+        node = orm.load_node(uuid)
+        if not (node.is_finished_ok and 'output_arrays' in node.outputs):
+            continue
+        inputs = node.base.links.get_incoming(link_type=LinkType.INPUT_WORK).nested()
+        if _fidelity_fingerprint(inputs) != wanted:
+            continue
+        found.setdefault(_configuration_key(inputs['abinit']['structure'], inputs['abinit']['moments']), node)
+    return found
 
 
 def configuration_problem(cfg: Configuration, species: list[str], params: dict, pseudos: dict) -> str | None:
@@ -187,6 +269,9 @@ class CdftLabelWorkChain(WorkChain):
             help='Cells, positions, species and signed target moments (mu_B) to label; labels in it are ignored.',
         )
         spec.input('max_concurrent', valid_type=orm.Int, default=lambda: orm.Int(4), help='Runs at a time.')
+        spec.input('reuse', valid_type=orm.List, required=False,
+                   help='UUIDs of earlier CdftBaseWorkChain runs: a configuration one of them labelled at this '
+                   'fidelity is taken from it, not run again.')  # fmt: skip
         spec.input(
             'max_failure_fraction',
             valid_type=orm.Float,
@@ -205,6 +290,7 @@ class CdftLabelWorkChain(WorkChain):
             400, 'ERROR_TOO_MANY_FAILURES', message='{failed} of {total} runs failed (tolerated: {allowed}).'
         )
         spec.exit_code(401, 'ERROR_NO_LABELS', message='No configuration could be labelled.')
+        spec.exit_code(402, 'ERROR_ABANDONED', message='Stopped: {message}.')
 
     def setup(self):
         n = len(self.inputs.configurations)
@@ -212,13 +298,30 @@ class CdftLabelWorkChain(WorkChain):
         self.ctx.pending = list(range(n))
         self.ctx.done = {}
         self.ctx.failures = []
-        self.report(f'labelling {n} configurations by cDFT, at most {self.inputs.max_concurrent.value} at a time')
+        if 'reuse' in self.inputs:
+            earlier = reusable_runs(self.inputs.reuse.get_list(), self.inputs.cdft)
+            for k in range(n):
+                key = _configuration_key(self.ctx.parts[f'structure_{_label(k)}'],
+                                         self.ctx.parts[f'moments_{_label(k)}'])  # fmt: skip
+                if key in earlier:
+                    self.ctx.done[k] = earlier[key]
+            self.ctx.pending = [k for k in self.ctx.pending if k not in self.ctx.done]
+            if self.ctx.done:
+                self.report(f'{len(self.ctx.done)} configurations were labelled by earlier runs (reused): '
+                            + ', '.join(f'{k + 1} <- {node.process_label}<{node.pk}>'
+                                        for k, node in sorted(self.ctx.done.items())))  # fmt: skip
+        self.report(f'labelling {len(self.ctx.pending)} configurations by cDFT, at most '
+                    f'{self.inputs.max_concurrent.value} at a time')  # fmt: skip
 
     def has_pending(self) -> bool:
         return bool(self.ctx.pending)
 
     def submit_batch(self):
-        """Submit the next ``max_concurrent`` runs."""
+        """Submit the next ``max_concurrent`` runs (none when a process above this one was killed meanwhile)."""
+        why = abandoned_by(self.node)
+        if why:
+            self.report(f'not submitting: {why}')
+            return self.exit_codes.ERROR_ABANDONED.format(message=why)
         batch, self.ctx.pending = (
             self.ctx.pending[: self.inputs.max_concurrent.value],
             self.ctx.pending[self.inputs.max_concurrent.value :],
@@ -252,16 +355,7 @@ class CdftLabelWorkChain(WorkChain):
         self.out('failures', orm.Dict({'failed': self.ctx.failures, 'n_failed': failed, 'n_total': total}).store())
         if not self.ctx.done:
             return self.exit_codes.ERROR_NO_LABELS
-        inputs = self.inputs.cdft
-        params = inputs.abinit.parameters.get_dict()
-        rule, shifts = kpoint_sampling(inputs)
-        fidelity = orm.Dict(fidelity_key(params, dict(inputs.abinit.pseudos), {**rule, 'shifts': shifts}, None))
-        runs = {}
-        for k, node in sorted(self.ctx.done.items()):
-            runs[f'arrays_{_label(k)}'] = node.outputs.output_arrays
-            runs[f'parameters_{_label(k)}'] = node.outputs.output_parameters
-            runs[f'kpoints_{_label(k)}'] = node.outputs.kpoints if 'kpoints' in node.outputs else inputs.kpoints
-        training_set = collect_labels(self.inputs.configurations, fidelity, **runs)
+        training_set = labels_from_runs(self.inputs.configurations, self.inputs.cdft, self.ctx.done)
         self.out('training_set', training_set)
         self.report(f'labelled {len(training_set)} of {total} configurations; {failed} failed')
         allowed = self.inputs.max_failure_fraction.value
