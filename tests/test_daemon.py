@@ -60,13 +60,26 @@ def alive():
     return [n for n in [campaign, *campaign.called_descendants] if not n.is_terminated]
 while alive() and time.time() < deadline:
     time.sleep(2)
-abinit = subprocess.run(['pgrep', '-x', 'abinit'], capture_output=True, text=True).stdout.split()
 runs = [n for n in campaign.called_descendants if n.process_label == 'CdftCalculation']
+folders = {n.get_remote_workdir(): n for n in runs if n.get_remote_workdir()}
+def lingering():  # ABINIT processes still running in a folder of this campaign's CalcJobs, with that CalcJob
+    found = []
+    for pid in subprocess.run(['pgrep', '-x', 'abinit'], capture_output=True, text=True).stdout.split():
+        cwd = subprocess.run(['readlink', f'/proc/{pid}/cwd'], capture_output=True, text=True).stdout.strip()
+        found += [f'{pid} in CalcJob<{c.pk}> {c.process_state.value} [{c.exit_status}] job {c.get_job_id()}'
+                  for folder, c in folders.items() if cwd.startswith(folder)]
+    return found
+# a job that the scheduler started while its CalcJob was being killed (aiida-core's submit/kill race) runs on
+# until ABINIT ends by itself: give it the length of one label, then nothing of this campaign may run
+abinit, grace = lingering(), time.time() + 30
+while lingering() and time.time() < grace:
+    time.sleep(1)
 from aiida_mmtp.workchains.label import interrupted_labels  # what restart_from makes of an iteration's batch
 batch = next(n for n in campaign.called_descendants if n.process_label == 'CdftLabelWorkChain')
 harvested = interrupted_labels(batch)
 print(json.dumps({'state': campaign.process_state.value, 'alive': [f'{n.process_label}<{n.pk}>' for n in alive()],
-                  'abinit_processes': abinit, 'finished': [n.uuid for n in runs if n.is_finished_ok],
+                  'abinit_after_the_kill': abinit, 'abinit_processes': lingering(),
+                  'finished': [n.uuid for n in runs if n.is_finished_ok],
                   'harvested': sorted(harvested.sources) if harvested is not None else []}))
 """
 CONTINUED = """\

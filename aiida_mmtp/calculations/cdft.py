@@ -386,6 +386,11 @@ class CdftCalculation(CalcJob):
         return symbols, moments, settings, flip
 
     def prepare_for_submission(self, folder):
+        from ..workchains.common import abandoned_by
+
+        why = abandoned_by(self.node)  # a kill of the campaign that did not reach this job before it started
+        if why:
+            raise RuntimeError(f'not submitted: {why}')
         structure = self.inputs.structure
         symbols, moments, settings, flip = self.resolve(self.inputs)
         pseudos = dict(self.inputs.pseudos)
