@@ -111,6 +111,11 @@ def collect_labels(configurations: TrainingSetData, fidelity: orm.Dict, **runs) 
     return TrainingSetData(labelled, configurations.species, fidelity=key, sources=sources, kpoints=kpoints)
 
 
+def _labelled(run: orm.ProcessNode) -> bool:
+    """Whether a CdftBaseWorkChain finished well and gave labels (the runs a batch collects)."""
+    return run.is_finished_ok and 'output_arrays' in run.outputs
+
+
 def labels_from_runs(configurations: TrainingSetData, cdft, done: dict) -> TrainingSetData:
     """The labelled set of ``configurations`` from finished runs (``done``: index -> CdftBaseWorkChain node), made by
     :func:`collect_labels` (provenance: every label links to its run's outputs); ``cdft`` holds the inputs of the
@@ -135,7 +140,7 @@ def interrupted_labels(node: orm.WorkflowNode) -> TrainingSetData | None:
     done = {}
     for link in node.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all():
         run = link.node
-        if link.link_label.startswith('label_c') and run.is_finished_ok and 'output_arrays' in run.outputs:
+        if link.link_label.startswith('label_c') and _labelled(run):
             done[int(link.link_label[len('label_c') :])] = run
     if not done:
         return None
@@ -214,7 +219,7 @@ def reusable_runs(uuids: list[str], cdft) -> dict[str, orm.WorkflowNode]:
     found = {}
     for uuid in uuids:
         node = orm.load_node(uuid)
-        if not (node.is_finished_ok and 'output_arrays' in node.outputs):
+        if not _labelled(node):
             continue
         inputs = node.base.links.get_incoming(link_type=LinkType.INPUT_WORK).nested()
         if _fidelity_fingerprint(inputs) != wanted:
@@ -341,7 +346,7 @@ class CdftLabelWorkChain(WorkChain):
         """Keep the labels of the runs that finished well; record the others."""
         for k in self.ctx.batch:
             node = self.ctx[f'run_{_label(k)}']
-            if node.is_finished_ok and 'output_arrays' in node.outputs:
+            if _labelled(node):
                 self.ctx.done[k] = node
             else:
                 failure = {'index': k, 'run': node.uuid, 'pk': node.pk, 'exit_status': node.exit_status,
