@@ -140,6 +140,8 @@ def check_cli(node, tmp_path):
     status = runner.invoke(main, ['campaign', 'status', str(node.pk), *profile])
     assert status.exit_code == 0, status.output
     assert f'<{node.pk}>' in status.output and 'md-300K' in status.output
+    if 'reference' in node.outputs:
+        assert 'validation: the potential beside same-fidelity cDFT' in status.output and 'C11_GPa' in status.output
     out = tmp_path / 'results'
     for command in ('export', 'plot'):
         done = runner.invoke(main, ['campaign', command, str(node.pk), '-o', str(out), *profile])
@@ -147,7 +149,8 @@ def check_cli(node, tmp_path):
     pot = read_mtp(out / 'potential.mtp')
     assert np.array_equal(pot.get_params(), node.outputs.potential.get_potential().get_params())
     assert len(read_cfg(out / 'training_set.cfg')) == len(node.outputs.training_set)
-    for png in ('learning_curve.png', 'parity.png'):
+    pngs = ['learning_curve.png', 'parity.png'] + (['validation.png'] if 'reference_plot' in node.outputs else [])
+    for png in pngs:
         assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
@@ -181,6 +184,19 @@ def test_fast_campaign_converges_with_full_provenance(codes, tmp_path):
         'attributes.process_label': 'ActiveLearningIterationWorkChain'}, project=['label', 'extras']).all()  # fmt: skip
     assert len(iterations) == len(summary['iterations'])
     assert all(' selected' in label and 'max_grade' in extras for label, extras in iterations)
+    # validation, the last stage: the final potential beside same-fidelity cDFT on the same cells (issue 11, 4b)
+    reference = node.base.links.get_outgoing(link_label_filter='reference').one().node
+    assert reference.process_label == 'CdftReferenceWorkChain'
+    assert reference.inputs.potential.uuid == node.outputs.potential.uuid
+    assert reference.inputs.label.cdft.abinit.parameters.uuid == node.inputs.label.cdft.abinit.parameters.uuid
+    validation = node.outputs.reference.get_dict()
+    quantities = {(row['state'], row['quantity']) for row in validation['comparison']}
+    expected = {('FM', 'moment_muB'), ('AFM', 'a0_A'), ('FM', 'C11_GPa'), ('FM-AFM', 'E_FM_minus_AFM_meV_per_atom')}
+    assert expected <= quantities
+    assert summary['validation']['rows'] == validation['comparison']
+    scans = reference.outputs.labels  # at the campaign's fidelity, never in its training set
+    assert scans.fidelity['ecut'] == node.outputs.training_set.fidelity['ecut']
+    assert not set(scans.sources) & set(node.outputs.training_set.sources)
     check_cli(node, tmp_path)
 
 
@@ -192,7 +208,7 @@ def test_stopped_campaign_continues_without_relabelling(codes):
     from aiida_mmtp.protocols import get_protocol_inputs
 
     # the moment-equilibration stage only, without a test set: what is tested is the restart, at half the cost
-    short = {'test_set': None, 'stages': get_protocol_inputs('campaign', 'fast')['stages'][:1]}
+    short = {'test_set': None, 'reference': None, 'stages': get_protocol_inputs('campaign', 'fast')['stages'][:1]}
     _, first = run_get_node(fast_builder(codes, max_iterations=1, **short))
     assert first.exit_status == 401, first.exit_message  # stopped mid-way, continue with restart_from
     done = {r.uuid for r in first.called_descendants if r.process_label == 'CdftCalculation'}

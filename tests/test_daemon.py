@@ -17,6 +17,7 @@ BIN = Path(sys.executable).parent
 TINY = """\
 initial: {states: [FM, AFM], n_perturbed: 0}
 test_set: null
+reference: null
 max_selected: 2
 max_iterations: 1
 stages:

@@ -19,8 +19,8 @@ def test_merge_replaces_lists_merges_dicts_and_drops_null():
 
 
 def test_protocols_are_listed_and_an_unknown_one_is_named():
-    assert set(list_protocols()) == {'fast', 'balanced', 'paper'}
-    with pytest.raises(ValueError, match="unknown protocol 'quick': choose from fast, balanced, paper"):
+    assert set(list_protocols()) == {'fast', 'workstation', 'balanced', 'paper'}
+    with pytest.raises(ValueError, match="unknown protocol 'quick': choose from fast, workstation, balanced, paper"):
         get_protocol_inputs('campaign', 'quick')
     fast = get_protocol_inputs('campaign', 'fast', {'cdft': {'parameters': {'ecut': 12}}})
     assert fast['cdft']['parameters']['ecut'] == 12 and fast['cdft']['parameters']['nstep'] == 300  # rest kept
@@ -41,7 +41,8 @@ def codes(aiida_code_installed, aiida_profile):
 
 @pytest.mark.parametrize(
     ('protocol', 'cells', 'n_params', 'n_initial'),
-    [('fast', {'conventional': 8}, 52, 12), ('balanced', {'conventional': 8}, 319, 162),
+    [('fast', {'conventional': 8}, 52, 12), ('workstation', {'conventional': 8, 'long': 16}, 319, 48),
+     ('balanced', {'conventional': 8}, 319, 162),
      ('paper', {'supercell': 64}, 606, 162)],
 )  # fmt: skip
 def test_each_protocol_builds_a_valid_campaign(codes, protocol, cells, n_params, n_initial):
@@ -59,6 +60,11 @@ def test_each_protocol_builds_a_valid_campaign(codes, protocol, cells, n_params,
     gen = {**builder.initial.get_dict(), 'species': species, 'moments': builder.magnetic_moments.get_dict()}
     cfgs = configurations({k: structure_to_configuration(s, species) for k, s in builder.structures.items()}, gen)
     assert len(cfgs) == n_initial
+    if protocol == 'workstation':  # the settings measured in docs/convergence.md
+        params = builder.label.cdft.abinit.parameters.get_dict()
+        assert params['dftu'] == {'Cr': [2, 3.0, 0.0]} and params['ecut'] == 20 and params['tolvrs'] == 1e-8
+        assert builder.train_settings['weights'][2] == 0.0  # no stress labels: unconverged at 20 Ha
+        assert 'warnings' not in builder or not builder.warnings
     if protocol == 'paper':
         params = builder.label.cdft.abinit.parameters.get_dict()
         assert params['dftu'] == {'Cr': [2, 3.0, 0.0]} and params['ecut'] == 25

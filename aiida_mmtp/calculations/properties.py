@@ -1,4 +1,5 @@
-"""``mmtp.properties`` (:class:`MmtpPropertiesCalculation`): one property of a potential as a job.
+"""``mmtp.properties`` (:class:`MmtpPropertiesCalculation`): one property of a potential as a job; ``mmtp.scans``
+(:class:`MmtpScansCalculation`): the potential on a reference's E(m), E(V) and strain scans.
 
 Runs ``mmtp properties KIND`` (state average, elastic constants, phonons or
 QHA; :mod:`aiida_mmtp.mtp.properties.run`) on any computer, with the potential
@@ -14,9 +15,10 @@ import json
 from aiida import orm
 
 from ..data.potential import MtpPotentialData
+from ..data.training_set import TrainingSetData
 from .engine import MmtpEngineCalculation
 
-__all__ = ['MmtpPropertiesCalculation', 'validate_properties']
+__all__ = ['MmtpPropertiesCalculation', 'MmtpScansCalculation', 'validate_properties']
 
 
 def validate_properties(value, ctx) -> str | None:
@@ -50,6 +52,16 @@ def validate_properties(value, ctx) -> str | None:
     return None
 
 
+def _file_outputs(spec, results: str, arrays: str) -> None:
+    """The outputs the ``mmtp.properties`` parser makes of results.json, arrays.npz, PNG and CSV files."""
+    spec.inputs['metadata']['options']['parser_name'].default = 'mmtp.properties'
+    spec.output('results', valid_type=orm.Dict, help=results)
+    spec.output('arrays', valid_type=orm.ArrayData, help=arrays)
+    spec.output_namespace('plots', valid_type=orm.SinglefileData, dynamic=True, help='PNG figures.')
+    spec.output_namespace('tables', valid_type=orm.SinglefileData, dynamic=True, help='CSV tables.')
+    spec.default_output_node = 'results'
+
+
 class _PotentialView:
     """What :func:`parse_state` needs of a potential, from the node's attributes (nothing is loaded)."""
 
@@ -80,12 +92,8 @@ class MmtpPropertiesCalculation(MmtpEngineCalculation):
             'volumes...: see aiida_mmtp.mtp.properties.run).',
         )
         spec.inputs.validator = validate_properties
-        spec.inputs['metadata']['options']['parser_name'].default = 'mmtp.properties'
-        spec.output('results', valid_type=orm.Dict, help='Numbers: elastic matrix, stability, frequencies, ...')
-        spec.output('arrays', valid_type=orm.ArrayData, help='Curves and matrices (bands, DOS, QHA, convergence).')
-        spec.output_namespace('plots', valid_type=orm.SinglefileData, dynamic=True, help='PNG figures.')
-        spec.output_namespace('tables', valid_type=orm.SinglefileData, dynamic=True, help='CSV tables.')
-        spec.default_output_node = 'results'
+        _file_outputs(spec, 'Numbers: elastic matrix, stability, frequencies, ...',
+                      'Curves and matrices (bands, DOS, QHA, convergence).')  # fmt: skip
 
     def prepare_for_submission(self, folder):
         from ..mtp.cfg_io import write_cfg
@@ -111,3 +119,47 @@ class MmtpPropertiesCalculation(MmtpEngineCalculation):
             *species,
         ]
         return self._calcinfo([(args, self._LOG)], [self._RESULTS, self._ARRAYS, '*.png', '*.csv'])
+
+
+def validate_scans(value, ctx) -> str | None:
+    """Refuse labels of other species than the potential's, and labels without scan origins."""
+    if 'labels' not in value or 'potential' not in value:
+        return None
+    labels, potential = value['labels'], value['potential']
+    if list(labels.species) != list(potential.species):
+        return f'the labels are for {", ".join(labels.species)}, the potential for {", ".join(potential.species)}'
+    origins = labels.base.attributes.get('origins', None)
+    if origins is None or len(origins) != len(labels):
+        return 'the labels carry no scan origins (attribute origins, one per configuration)'
+    return None
+
+
+class MmtpScansCalculation(MmtpEngineCalculation):
+    """``mmtp scans``: a potential on the cells of labelled E(m), E(V) and strain scans, analysed beside them
+    (:mod:`aiida_mmtp.mtp.properties.scans`)."""
+
+    _LABELS = 'labels.cfg'
+    _RESULTS = 'results.json'
+    _ARRAYS = 'arrays.npz'
+    _LOG = 'scans.log'
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input('labels', valid_type=TrainingSetData,
+                   help='The labelled scans, with their origins (attribute origins: STATE:KIND:VALUE).')  # fmt: skip
+        spec.inputs.validator = validate_scans
+        _file_outputs(spec, 'reference, potential, comparison (see mtp.properties.scans).',
+                      'Energies (eV) and stresses (GPa) of both, per cell.')  # fmt: skip
+
+    def prepare_for_submission(self, folder):
+        from ..mtp.cfg_io import write_cfg
+
+        self._write_potential(folder)
+        configs = self.inputs.labels.get_configurations()
+        for cfg, origin in zip(configs, self.inputs.labels.base.attributes.get('origins')):
+            cfg.features = {'origin': origin}
+        write_cfg(configs, folder.get_abs_path(self._LABELS))
+        args = ['scans', self._POTENTIAL_IN, '--labels', self._LABELS, '--output-dir', '.',
+                '--species', *self.inputs.potential.species]  # fmt: skip
+        return self._calcinfo([(args, self._LOG)], [self._RESULTS, self._ARRAYS, '*.png'])

@@ -21,7 +21,14 @@ __all__ = ['SETTINGS', 'MmtpTrainCalculation']
 #: Keys of the ``settings`` input: loss weights (energy, forces, stress, magnetic forces; the paper's
 #: 1, 0.01, 0.001, 0.1), iteration cap, relative tolerance, whether to restart from least squares,
 #: and whether to build the active set of the fitted potential too.
-SETTINGS = {'weights': None, 'max_iter': None, 'tol': None, 'reinit_linear': False, 'active_set': False}
+SETTINGS = {
+    'weights': None,
+    'max_iter': None,
+    'tol': None,
+    'reinit_linear': False,
+    'active_set': False,
+    'earlier': None,
+}
 
 
 def validate_inputs(value, ctx) -> str | None:
@@ -40,6 +47,9 @@ def validate_inputs(value, ctx) -> str | None:
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         return f'unknown settings: {", ".join(unknown)} (known: {", ".join(SETTINGS)})'
+    earlier = settings.get('earlier')
+    if earlier is not None and not 0 < int(earlier) < len(training_set):
+        return f'earlier: the number of configurations fitted before, 1 to {len(training_set) - 1}, got {earlier}'
     if settings.get('weights') is not None and len(settings['weights']) != 4:
         return 'weights: give four numbers (energy, forces, stress, magnetic forces)'
     return None
@@ -62,7 +72,8 @@ class MmtpTrainCalculation(MmtpEngineCalculation):
         spec.inputs['potential'].help = 'Start: untrained (least squares) or trained.'
         spec.input('training_set', valid_type=TrainingSetData, help='Labelled configurations.')
         spec.input('settings', valid_type=orm.Dict, required=False,
-                   help='weights, max_iter, tol, reinit_linear, active_set')  # fmt: skip
+                   help='weights, max_iter, tol, reinit_linear, active_set, earlier (the first N configurations were '
+                   'fitted before: their errors and those of the rest are reported apart)')  # fmt: skip
         spec.input(
             'test_set',
             valid_type=TrainingSetData,
@@ -95,6 +106,8 @@ class MmtpTrainCalculation(MmtpEngineCalculation):
             args += ['--tol', str(float(settings['tol']))]
         if settings['reinit_linear']:
             args.append('--reinit-linear')
+        if settings['earlier']:
+            args += ['--earlier', str(int(settings['earlier']))]
         commands = [(args, self._LOG)]
         if settings['active_set']:
             select = ['select', self._POTENTIAL_OUT, '--train', self._TRAIN, '--output', self._ALS_OUT]

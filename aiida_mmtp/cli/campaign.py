@@ -162,8 +162,31 @@ def status(identifier, profile):
                          for key in ('E_meV_per_atom', 'F_meV_per_A', 'T_meV_per_mu_B'))  # fmt: skip
         click.echo(f'{k:3d} {it["stage"]:14} {it["candidates"]:10d} {it["selected"]:8d} {it["failed"]:6d} '
                    f'{it.get("refused_labels", 0):7d} {it["max_grade"]:9.3g} {errors}')  # fmt: skip
+    for k, it in enumerate(extras.get('iterations', []), start=1):
+        if it.get('fit_note'):
+            click.echo(f'fit quality, iteration {k}: {it["fit_note"]}')
+    if 'reference' in node.outputs:
+        for line in validation_lines(node.outputs.reference.get_dict()):
+            click.echo(line)
     if node.is_finished:
         click.echo(_where(node))
+
+
+def validation_lines(comparison: dict) -> list[str]:
+    """The final potential beside same-fidelity cDFT (the ``reference`` output of a campaign), one row per quantity."""
+    lines = ['validation: the potential beside same-fidelity cDFT on the same cells',
+             f'  {"state":6} {"quantity":28} {"cDFT":>10} {"potential":>10} {"diff":>7}  verdict']  # fmt: skip
+    for row in comparison['comparison']:
+        ref = '-' if row['reference'] is None else f'{row["reference"]:10.4g}'
+        pot = '-' if row['potential'] is None else f'{row["potential"]:10.4g}'
+        diff = '-' if row['relative_difference'] is None else f'{row["relative_difference"]:7.1%}'
+        verdict = 'within' if row['within'] else 'OUTSIDE'
+        lines.append(f'  {row["state"]:6} {row["quantity"]:28} {ref:>10} {pot:>10} {diff:>7}  {verdict} '
+                     f'{row["tolerance"]:.0%}')  # fmt: skip
+    moments = comparison.get('equilibrated_moment_muB') or {}
+    if moments:
+        lines.append('  (moment_muB of the potential: after moment equilibration at the cDFT (m0, a0) cell)')
+    return lines
 
 
 def _output_dir(directory: str | None, node) -> Path:
@@ -177,7 +200,8 @@ def _output_dir(directory: str | None, node) -> Path:
 @click.option('-o', '--output', 'directory', type=click.Path(file_okay=False), help='Default: campaign-PK.')
 @click.option('-p', '--profile', default=None)
 def export(identifier, directory, profile):
-    """Write the final potential (.mtp), the training set (.cfg, extxyz) and the summary (JSON).
+    """Write the final potential (.mtp), the training set (.cfg, extxyz), the summary (JSON) and, where the
+    campaign was validated, the comparison with same-fidelity cDFT (validation.json, validation.png).
 
     IDENTIFIER: pk or UUID of the campaign (default: the newest)."""
     _load(profile)
@@ -193,6 +217,12 @@ def export(identifier, directory, profile):
     if 'test_set_labels' in node.outputs:
         node.outputs.test_set_labels.export_cfg(out / 'test_set.cfg')
         names.append('test_set.cfg')
+    if 'reference' in node.outputs:
+        (out / 'validation.json').write_text(json.dumps(node.outputs.reference.get_dict(), indent=2) + '\n')
+        names.append('validation.json')
+    if 'reference_plot' in node.outputs:
+        (out / 'validation.png').write_bytes(node.outputs.reference_plot.get_content('rb'))
+        names.append('validation.png')
     for name in names:
         click.echo(out / name)
 

@@ -139,8 +139,25 @@ def launch(potential, profile, protocol, states, kinds, structure_file, override
         raise SystemExit(1)
 
 
+def _validation_of(potential):
+    """The newest finished same-fidelity cDFT reference (CdftReferenceWorkChain) that compared ``potential``."""
+    from aiida import orm
+
+    qb = orm.QueryBuilder().append(orm.Node, filters={'id': potential.pk}, tag='potential')
+    qb.append(orm.WorkflowNode, with_incoming='potential', tag='reference',
+              filters={'attributes.process_label': 'CdftReferenceWorkChain', 'attributes.exit_status': 0})  # fmt: skip
+    return qb.order_by({'reference': {'ctime': 'desc'}}).first(flat=True)
+
+
 def _show(wc) -> None:
+    from .campaign import validation_lines
+
     click.echo(f'{wc.process_label}<{wc.pk}> for potential {wc.inputs.potential.pk}')
+    reference = _validation_of(wc.inputs.potential)
+    if reference is not None and 'comparison' in reference.outputs:
+        click.echo(f'{reference.process_label}<{reference.pk}>:')
+        for line in validation_lines(reference.outputs.comparison.get_dict()):
+            click.echo(line)
     if 'summary' not in wc.outputs:
         click.echo('  no results yet')
         return
@@ -211,7 +228,9 @@ def show(identifier, profile):
 @click.option('-o', '--output', 'directory', type=click.Path(file_okay=False), help='Default: properties-PK.')
 @click.option('-p', '--profile', default=None)
 def export(identifier, directory, profile):
-    """Write summary.json, table_ii.csv, and per job its results (JSON), tables (CSV) and plots (PNG)."""
+    """Write summary.json, table_ii.csv, and per job its results (JSON), tables (CSV) and plots (PNG); where a
+    same-fidelity cDFT reference compared this potential: validation.json, table_ii_same_fidelity.csv and
+    validation.png."""
     _load(profile)
     wc = _workchain(identifier)
     out = Path(directory or f'properties-{wc.pk}')
@@ -221,6 +240,19 @@ def export(identifier, directory, profile):
         (out / 'summary.json').write_text(json.dumps(wc.outputs.summary.get_dict(), indent=2) + '\n')
         (out / 'table_ii.csv').write_bytes(wc.outputs.table_ii.get_content('rb'))
         written += ['summary.json', 'table_ii.csv']
+    reference = _validation_of(wc.inputs.potential)
+    if reference is not None and 'comparison' in reference.outputs:
+        comparison = reference.outputs.comparison.get_dict()
+        (out / 'validation.json').write_text(json.dumps(comparison, indent=2) + '\n')
+        rows = ['state,quantity,cDFT (same fidelity),potential (same cells),relative difference,tolerance,within']
+        rows += [','.join('' if r[k] is None else str(r[k]) for k in ('state', 'quantity', 'reference', 'potential',
+                                                                   'relative_difference', 'tolerance', 'within'))
+                 for r in comparison['comparison']]  # fmt: skip
+        (out / 'table_ii_same_fidelity.csv').write_text('\n'.join(rows) + '\n')
+        written += ['validation.json', 'table_ii_same_fidelity.csv']
+        if 'plot' in reference.outputs:
+            (out / 'validation.png').write_bytes(reference.outputs.plot.get_content('rb'))
+            written.append('validation.png')
     for job in wc.called:
         if job.process_label != 'MmtpPropertiesCalculation' or not job.is_finished_ok:
             continue

@@ -102,6 +102,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     configs = _read_some(args.train)
     test = _read_some(args.test) if args.test else None
     weights = Weights(*args.weights)
+    if args.earlier is not None and not 0 < args.earlier < len(configs):
+        raise ValueError(f'--earlier {args.earlier}: give a number between 1 and {len(configs) - 1}')
     with np.errstate(over='ignore', invalid='ignore'):  # a loss that overflows is reported below, not warned about
         result = fit(
             pot, configs, weights=weights, max_iter=args.max_iter, tol=args.tol,
@@ -125,6 +127,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     }
     if test is not None:  # held out: never part of the loss
         report['test_errors'] = errors(pot, TrainingData(test, pot))
+    if args.earlier:  # the fit quality: its errors on the labels an earlier fit had, and on the new ones
+        report['earlier_errors'] = errors(pot, TrainingData(configs[: args.earlier], pot))
+        report['new_errors'] = errors(pot, TrainingData(configs[args.earlier :], pot))
     if args.report:
         write_text_atomic(args.report, json.dumps(report, indent=2) + '\n')
     print(f'train: {len(configs)} configurations, {result.iterations} iterations, loss '
@@ -302,6 +307,21 @@ def _cmd_properties(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scans(args: argparse.Namespace) -> int:
+    from .properties.scans import run_scans
+    from .reference import MagneticPairPotential
+
+    model = MagneticPairPotential() if args.potential == 'reference' else read_mtp(args.potential, args.species)
+    configs = read_cfg(args.labels)
+    origins = [cfg.features.get('origin') for cfg in configs]
+    if not configs or None in origins:
+        raise ValueError(f'{args.labels}: every configuration needs a Feature origin (STATE:KIND:VALUE)')
+    t0 = time.perf_counter()
+    run_scans(model, configs, origins, args.output_dir, log=lambda line: print(f'scans: {line}', flush=True))
+    print(f'scans: {len(configs)} configurations in {time.perf_counter() - t0:.1f} s, results in {args.output_dir}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='mmtp', description='Magnetic moment tensor potential engine.')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -345,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--tol', type=float, default=1e-9, help='relative loss decrease at which to stop')
     p.add_argument('--reinit-linear', action='store_true', help='least-squares start even for a trained potential')
     p.add_argument('--report', help='write errors and loss history as JSON')
+    p.add_argument(
+        '--earlier',
+        type=int,
+        metavar='N',
+        help='the first N configurations were fitted before: report the errors on them and on the rest',
+    )
     p.add_argument('--test', metavar='TEST.cfg', help='held-out labelled configurations: their errors (test_errors)')
     p.add_argument('--progress', action='store_true', help='print the loss every iteration (stderr)')
     p.set_defaults(func=_cmd_train)
@@ -412,6 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output-dir', default='properties', help='results.json, arrays.npz, CSV tables, PNG plots')
     p.add_argument('--species', nargs='+')
     p.set_defaults(func=_cmd_properties)
+
+    p = sub.add_parser('scans', help='E(m), E(V) and strain scans: reference labels beside the potential')
+    p.add_argument('potential', help="the .mtp file, or 'reference' for the analytic CrN-like reference potential")
+    p.add_argument('--labels', required=True, help='labelled scan configurations (.cfg, each with Feature origin)')
+    p.add_argument('--output-dir', default='scans', help='results.json, arrays.npz, scans.png')
+    p.add_argument('--species', nargs='+')
+    p.set_defaults(func=_cmd_scans)
 
     p = sub.add_parser('demo', help='engine-level active-learning run on a synthetic CrN-like problem')
     p.add_argument('workdir')

@@ -13,11 +13,13 @@ __all__ = [
     'layered_afm',
     'magnetic_states',
     'min_distance',
+    'ordered_signs',
     'perturb_moments',
     'random_collinear_moments',
     'rattle',
     'rocksalt',
     'scaled',
+    'scan_configurations',
     'strained',
     'supercell',
 ]
@@ -207,3 +209,58 @@ def strained(cfg: Configuration, component: str, magnitude: float) -> Configurat
     out.cell = cfg.cell @ (np.eye(3) + eps).T
     out.positions = cfg.positions @ (np.eye(3) + eps).T
     return out
+
+
+def ordered_signs(cfg: Configuration, magnetic: Sequence[int], state: str) -> np.ndarray:
+    """+1/-1 on the atoms of the ``magnetic`` types, 0 elsewhere (shape (N,)): ``state`` 'FM' or 'AFM' (layered
+    along the third cell vector, :func:`layered_afm`); ValueError when the cell has no such order."""
+    unit = {int(t): 1.0 for t in magnetic}
+    if state == 'FM':
+        return np.where(np.isin(cfg.types, list(unit)), 1.0, 0.0)
+    if state == 'AFM':
+        signs = layered_afm(cfg, unit)
+        if signs is None:
+            raise ValueError('the cell has a single layer of magnetic atoms: it has no layered AFM order')
+        return signs
+    raise ValueError(f'ordered state {state!r}: choose FM or AFM')
+
+
+def scan_configurations(
+    unit: Configuration,
+    magnetic: Sequence[int],
+    state: str,
+    kind: str,
+    values: Sequence,
+    *,
+    moment: float,
+    scale: float = 1.0,
+) -> list[Configuration]:
+    """The ideal ``unit`` cell in an ordered ``state`` along one scan, each configuration's ``features['origin']``
+    ``STATE:KIND:VALUE`` (read by :mod:`aiida_mmtp.mtp.properties.scans`).
+
+    ``kind`` 'moment': the moment size of every atom of the ``magnetic`` types (mu_B) takes each of ``values``, the
+    cell at lattice ratio ``scale``. 'scale': lattice ratios ``values`` at moment size ``moment``. 'strain': at
+    (``moment``, ``scale``) the unstrained cell (origin ``STATE:strain:none:0``), then one per (component, e) of
+    ``values`` (:func:`strained`). Non-magnetic atoms have moment 0.
+    """
+    signs = ordered_signs(unit, magnetic, state)
+
+    def cell(factor: float, size: float, origin: str) -> Configuration:
+        out = scaled(unit.clear_labels(), factor)
+        out.moments = signs * size
+        out.features = {'origin': f'{state}:{origin}'}
+        return out
+
+    if kind == 'moment':
+        return [cell(scale, float(m), f'moment:{float(m):g}') for m in values]
+    if kind == 'scale':
+        return [cell(float(f), moment, f'scale:{float(f):g}') for f in values]
+    if kind == 'strain':
+        zero = cell(scale, moment, 'strain:none:0')
+        out = [zero]
+        for component, eps in values:
+            new = strained(zero, component, float(eps))
+            new.features = {'origin': f'{state}:strain:{component}:{float(eps):g}'}
+            out.append(new)
+        return out
+    raise ValueError(f'scan kind {kind!r}: choose moment, scale or strain')

@@ -13,7 +13,6 @@ from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from ..calculations.engine import MmtpSelectCalculation, MmtpSimulateCalculation
-from ..calculations.properties import MmtpPropertiesCalculation
 from ..calculations.train import MmtpTrainCalculation
 from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
@@ -128,10 +127,11 @@ class MmtpSimulateParser(EngineParser):
 
 
 class MmtpPropertiesParser(EngineParser):
-    """``results.json`` -> ``results``, ``arrays.npz`` -> ``arrays``, each PNG -> ``plots``, CSV -> ``tables``."""
+    """``results.json`` -> ``results``, ``arrays.npz`` -> ``arrays``, each PNG -> ``plots``, CSV -> ``tables``
+    (of :class:`MmtpPropertiesCalculation` and :class:`MmtpScansCalculation`)."""
 
     def parse(self, **kwargs) -> ExitCode | None:
-        calc = MmtpPropertiesCalculation
+        calc = self.node.process_class
         failed = self._missing([calc._RESULTS, calc._ARRAYS], [calc._LOG])
         if failed:
             return failed

@@ -15,6 +15,10 @@ Validation: with ``test_set`` (a recipe like ``initial``, another seed), a held-
 generated, labelled by cDFT at the campaign's fidelity (never trained on) and
 every fit reports its errors on it beside the training errors
 (``test_rmse_*`` in each iteration's summary; output ``test_set_labels``).
+With ``reference`` (scan settings of :class:`~.reference.CdftReferenceWorkChain`), the last stage of a
+converged campaign computes same-fidelity cDFT properties (equilibrium moments, a0, B, C11, C12, C44, FM-AFM
+energy difference) in its own cell and sets the final potential beside them (outputs ``reference`` and
+``reference_plot``; exit 360 if that validation fails, the potential kept).
 Every label, initial ones included, passes label hygiene
 (:mod:`aiida_mmtp.mtp.hygiene`) before it is used; refusals are reported.
 
@@ -52,7 +56,7 @@ from ..data.training_set import TrainingSetData
 from ..mtp.hygiene import HygieneRule
 from ..mtp.structures import min_distance, scaled, strained
 from .common import engine_metadata, why_failed
-from .fit import FitWorkChain
+from .fit import FitWorkChain, fit_drift, rmse_summary
 from .functions import (
     GENERATION,
     configurations,
@@ -101,6 +105,25 @@ def _magnetic(value, species: list[str]) -> tuple[dict[str, float], str | None]:
     return moments, None
 
 
+def _reference_problem(settings: dict, structures, potential) -> str | None:
+    """Why the ``reference`` settings (scan settings and ``cell``: the structure to scan) cannot run, or None."""
+    from .reference import scan_settings
+
+    settings = dict(settings)
+    cell = settings.pop('cell', None)
+    if cell is not None and cell not in structures:
+        return f'no structure called {cell!r} (structures: {", ".join(sorted(structures))})'
+    try:
+        scans = scan_settings(settings)
+    except ValueError as exc:
+        return str(exc)
+    ranges = potential.base.attributes.get('moment_ranges') or []
+    top = min((max(abs(lo), abs(hi)) for lo, hi in ranges if max(abs(lo), abs(hi)) >= 1.0), default=None)
+    if top is not None and max(scans['moments']) > top + 1e-9:
+        return f"moments reach {max(scans['moments'])} mu_B, beyond the potential's moment range ({top:g} mu_B)"
+    return None
+
+
 def validate_inputs(value, ctx) -> str | None:
     """Everything that can be checked before anything runs: species, moments, cells, stages, the initial set."""
     if any(key not in value for key in ('structures', 'potential', 'magnetic_moments', 'stages')):
@@ -138,6 +161,10 @@ def validate_inputs(value, ctx) -> str | None:
         if d < r_min:
             return (f'structure {key} is smaller than the potential allows: at lattice scale {min(scales):g} its '
                     f'atoms are {d:.3f} A apart, closer than the potential min_dist {r_min} A')  # fmt: skip
+    if 'reference' in value:
+        problem = _reference_problem(value['reference'].get_dict(), value['structures'], potential)
+        if problem:
+            return f'reference: {problem}'
     names = [st['name'] for st in stages]
     if None in names or len(set(names)) < len(names):
         return f'every stage needs a unique name, got {names}'
@@ -339,6 +366,10 @@ class CampaignWorkChain(WorkChain):
         spec.input('warnings', valid_type=orm.List, required=False,
                    help='What the user must know about these settings (e.g. unconverged labels): reported at the '
                    'start, kept in the extras and the summary.')  # fmt: skip
+        spec.input('reference', valid_type=orm.Dict, required=False,
+                   help='Validation, the last stage: same-fidelity cDFT scans (CdftReferenceWorkChain settings, '
+                   'and `cell`: which structure, default the first by name) with the final potential beside '
+                   'them.')  # fmt: skip
         spec.expose_inputs(CdftLabelWorkChain, namespace='label', exclude=('configurations',))
         spec.inputs.validator = validate_inputs
         spec.outline(
@@ -349,6 +380,7 @@ class CampaignWorkChain(WorkChain):
                 cls.prepare_stage,
                 while_(cls.stage_continues)(cls.run_iteration, cls.inspect_iteration),
             ),
+            if_(cls.validates)(cls.run_reference),
             cls.results,
         )  # fmt: skip
         spec.output('potential', valid_type=MtpPotentialData, help='The final potential.')
@@ -357,6 +389,18 @@ class CampaignWorkChain(WorkChain):
         spec.output('summary', valid_type=orm.Dict, help='Per iteration: stage, candidates, selected, RMSEs.')
         spec.output('test_set_labels', valid_type=TrainingSetData, required=False,
                     help='The held-out test set, labelled by cDFT (never trained on).')  # fmt: skip
+        spec.output(
+            'reference',
+            valid_type=orm.Dict,
+            required=False,
+            help='The final potential beside same-fidelity cDFT: reference, potential, comparison rows.',
+        )
+        spec.output(
+            'reference_plot',
+            valid_type=orm.SinglefileData,
+            required=False,
+            help='E(m) and E(V): cDFT points and the potential (PNG).',
+        )
         spec.exit_code(300, 'ERROR_RESTART', message='Cannot continue from {identifier}: {message}')
         spec.exit_code(310, 'ERROR_INITIAL_LABELS', message='The initial set could not be labelled: {message}')
         spec.exit_code(315, 'ERROR_TEST_LABELS', message='The test set could not be labelled: {message}')
@@ -368,6 +412,9 @@ class CampaignWorkChain(WorkChain):
         spec.exit_code(350, 'ERROR_TOO_MANY_FAILURES',
                        message='{what}: more cDFT runs failed than tolerated ({message}); every good label is kept '
                        '(continue with restart_from)')  # fmt: skip
+        spec.exit_code(360, 'ERROR_REFERENCE',
+                       message='The potential is trained (outputs kept), but its validation against same-fidelity '
+                       'cDFT failed: {message}')  # fmt: skip
         spec.exit_code(401, 'ERROR_ITERATION_LIMIT',
                        message='Stopped after {n} iterations (max_iterations) before convergence; '
                        'continue with restart_from.')  # fmt: skip
@@ -423,6 +470,8 @@ class CampaignWorkChain(WorkChain):
         builder.hygiene = orm.Dict(inputs.get('hygiene', {}))
         if inputs.get('test_set'):
             builder.test_set = orm.Dict(inputs['test_set'])
+        if inputs.get('reference'):
+            builder.reference = orm.Dict(inputs['reference'])
         builder.label.max_concurrent = orm.Int(cdft['max_concurrent'])
         builder.label.max_failure_fraction = orm.Float(cdft['max_failure_fraction'])
         builder.label.cdft.kpoints_distance = orm.Float(cdft['kpoints_distance'])
@@ -584,6 +633,7 @@ class CampaignWorkChain(WorkChain):
                 return False
             self.ctx.potential = node.outputs.potential
             self.ctx.active_set = node.outputs.active_set
+            self.ctx.last_rmse = rmse_summary(node.outputs.report.get_dict())
         if 'failed' in self.ctx or self.ctx.n_run >= self.inputs.max_iterations.value:
             return False
         self.ctx.stage_index += 1
@@ -668,6 +718,13 @@ class CampaignWorkChain(WorkChain):
         summary = node.outputs.summary.get_dict()
         summary.pop('refused', None)
         record = {'stage': stage['name'], 'iteration': self.ctx.stage_iteration, 'uuid': node.uuid, **summary}
+        previous = self.ctx.get('last_rmse') or (self.ctx.iterations[-1] if self.ctx.iterations else {})
+        drift = fit_drift(previous, summary) if 'earlier_rmse_E_meV_per_atom' in summary else None
+        if drift:
+            record['fit_note'] = drift
+            self.report(f'{stage["name"]} #{self.ctx.stage_iteration}: {drift}')
+        if 'rmse_E_meV_per_atom' in summary:
+            self.ctx.last_rmse = summary
         self.ctx.iterations.append(record)
         node.label = f'{stage["name"]} #{self.ctx.stage_iteration}: {summary["selected"]} selected'
         self.ctx.potential = node.outputs.potential
@@ -679,6 +736,40 @@ class CampaignWorkChain(WorkChain):
             self.report(f'stage {stage["name"]} done: {summary["selected"]} selected (max grade '
                         f'{summary["max_grade"]:.3g})')  # fmt: skip
         self._extras()
+
+    def validates(self) -> bool:
+        """Validation runs on a converged campaign's final potential."""
+        done = 'failed' not in self.ctx and not self.ctx.unconverged and len(self.ctx.completed) == len(self.ctx.stages)
+        return done and 'reference' in self.inputs
+
+    def run_reference(self):
+        from .reference import CdftReferenceWorkChain
+
+        settings = self.inputs.reference.get_dict()
+        cell = settings.pop('cell', None) or sorted(self.inputs.structures)[0]
+        inputs = {'structure': self.inputs.structures[cell], 'magnetic_moments': self.inputs.magnetic_moments,
+                  'settings': orm.Dict(settings), 'potential': self.ctx.potential, 'code': self.inputs.code,
+                  'label': self._label_inputs(),
+                  'metadata': {'call_link_label': 'reference', 'label': 'same-fidelity cDFT reference'}}  # fmt: skip
+        if 'engine_options' in self.inputs:
+            inputs['engine_options'] = self.inputs.engine_options
+        self.report(f'validation: same-fidelity cDFT scans of structure {cell} beside the final potential')
+        return ToContext(reference=self.submit(CdftReferenceWorkChain, **inputs))
+
+    def _reference_outputs(self) -> tuple[dict, object]:
+        """The validation's comparison rows for the summary (empty without one), and its exit code if it failed."""
+        node = self.ctx.get('reference')
+        if node is None:
+            return {}, None
+        if not node.is_finished_ok or 'comparison' not in node.outputs:
+            self.report(f'validation failed: {why_failed(node)}')
+            return {}, self.exit_codes.ERROR_REFERENCE.format(message=why_failed(node))
+        self.out('reference', node.outputs.comparison)
+        if 'plot' in node.outputs:
+            self.out('reference_plot', node.outputs.plot)
+        rows = node.outputs.comparison['comparison']
+        self.report(f'validation: within tolerance on {sum(r["within"] for r in rows)} of {len(rows)} quantities')
+        return {'rows': rows, 'uuid': node.uuid}, None
 
     def results(self):
         if 'failed' in self.ctx:
@@ -696,11 +787,16 @@ class CampaignWorkChain(WorkChain):
                    'warnings': self._warnings(), 'refused_before_the_stages': self.ctx.get('refused', {}),
                    'labels_refused': sum(it.get('refused_labels', 0) for it in self.ctx.iterations)
                    + sum(len(v) for v in self.ctx.get('refused', {}).values())}  # fmt: skip
+        validation, failed_validation = self._reference_outputs()
+        if validation:
+            summary['validation'] = validation
         self.out('summary', orm.Dict(summary).store())
         self.node.base.extras.set('converged', converged)
         self._extras()
         self.report(f'{"converged" if converged else "stopped"} after {len(self.ctx.iterations)} iterations; '
                     f'{len(self.ctx.training_set)} configurations in the training set')  # fmt: skip
+        if failed_validation is not None:
+            return failed_validation
         if self.ctx.unconverged:
             return self.exit_codes.ERROR_STAGE_NOT_CONVERGED.format(stages=', '.join(self.ctx.unconverged))
         if not converged:

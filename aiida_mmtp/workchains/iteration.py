@@ -204,8 +204,8 @@ class ActiveLearningIterationWorkChain(WorkChain):
         self.ctx.training_set = merge_training_sets(a=self.inputs.training_set, b=screened['accepted'])
         train = {'code': self.inputs.code, 'potential': self.inputs.potential, 'training_set': self.ctx.training_set,
                  'metadata': engine_metadata(self.inputs)}  # fmt: skip
-        if 'train_settings' in self.inputs:
-            train['settings'] = self.inputs.train_settings
+        settings = self.inputs.train_settings.get_dict() if 'train_settings' in self.inputs else {}
+        train['settings'] = orm.Dict({**settings, 'earlier': len(self.inputs.training_set)})  # fit quality
         if 'test_set' in self.inputs:
             train['test_set'] = self.inputs.test_set
         return ToContext(fit=self.submit(FitWorkChain, train=train))

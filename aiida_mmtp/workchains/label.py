@@ -75,16 +75,18 @@ def collect_labels(configurations: TrainingSetData, fidelity: orm.Dict, **runs) 
 
     Energies in eV, forces eV/A, virial eV (= -stress * volume), moments mu_B (achieved), magnetic forces eV/mu_B.
     The ABINIT version of the runs and the first label's k-point sampling (``kpoints.reference``) complete the
-    fidelity key; every label must sample the same k-point set (TrainingSetData refuses it otherwise).
+    fidelity key; every label must sample the same k-point set (TrainingSetData refuses it otherwise). Where the
+    configurations carry ``origins`` (what each one is), the labelled set keeps those of its labels.
     """
     configs = configurations.get_configurations()
     key = fidelity.get_dict()
     shifts = key.get('kpoints', {}).get('shifts', [[0.0, 0.0, 0.0]])
-    labelled, sources, versions, kpoints = [], [], set(), []
+    labelled, sources, versions, kpoints, kept = [], [], set(), [], []
     for k, cfg in enumerate(configs):
         arrays = runs.get(f'arrays_{_label(k)}')
         if arrays is None:
             continue
+        kept.append(k)
         scalars = runs[f'parameters_{_label(k)}']
         volume = abs(float(np.linalg.det(cfg.cell)))
         labelled.append(
@@ -108,7 +110,11 @@ def collect_labels(configurations: TrainingSetData, fidelity: orm.Dict, **runs) 
     if first is not None and 'kpoints' in key:
         mesh, shifts = kpoints[first]
         key['kpoints']['reference'] = {'cell': labelled[first].cell.tolist(), 'mesh': mesh, 'shifts': shifts}
-    return TrainingSetData(labelled, configurations.species, fidelity=key, sources=sources, kpoints=kpoints)
+    out = TrainingSetData(labelled, configurations.species, fidelity=key, sources=sources, kpoints=kpoints)
+    origins = configurations.base.attributes.get('origins', None)
+    if origins is not None:
+        out.base.attributes.set('origins', [origins[k] for k in kept])
+    return out
 
 
 def _labelled(run: orm.ProcessNode) -> bool:

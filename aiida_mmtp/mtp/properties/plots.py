@@ -8,7 +8,7 @@ import numpy as np
 
 from .qha import GAS_CONSTANT
 
-__all__ = ['plot_convergence', 'plot_phonons', 'plot_qha']
+__all__ = ['plot_convergence', 'plot_phonons', 'plot_qha', 'plot_scans']
 
 
 def _pyplot():
@@ -100,6 +100,32 @@ def plot_qha(path: Path, result: dict, neel: float | None, title: str) -> None:
     axes[1].axhline(3 * GAS_CONSTANT, color='C3', lw=0.8, ls='-.', label='3R (Dulong-Petit)')
     axes[1].legend(fontsize=8, loc='lower right')
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_scans(path: Path, reference: dict, potential: dict) -> None:
+    """E(m) and E(V) of each ordered state: the reference's points beside the potential's on the same cells
+    (meV/atom relative to each curve's lowest reference point)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for k, state in enumerate(s for s in reference if isinstance(reference[s], dict)):
+        for ax, key, column in ((axes[0], 'moment', 'curve'), (axes[1], 'eos', 'curve')):
+            ref = np.array(reference[state].get(key, {}).get(column, []), dtype=float)
+            pot = np.array(potential.get(state, {}).get(key, {}).get(column, []), dtype=float)
+            if not len(ref):
+                continue
+            base = ref[:, 1].min()
+            ax.plot(ref[:, 0], (ref[:, 1] - base) * 1e3, 'o', color=f'C{k}', label=f'{state} reference')
+            if len(pot):
+                ax.plot(pot[:, 0], (pot[:, 1] - pot[:, 1].min()) * 1e3, '-', color=f'C{k}', label=f'{state} potential')
+    axes[0].set_xlabel('moment size of the magnetic atoms (mu_B)')
+    axes[1].set_xlabel('volume (A^3/atom)')
+    for ax in axes:
+        ax.set_ylabel('E - lowest (meV/atom)')
+        ax.legend(fontsize=8)
+    fig.suptitle('same cells: reference labels (points) and the potential (lines)')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

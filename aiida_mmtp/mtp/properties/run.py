@@ -45,7 +45,7 @@ from .qha import GAS_CONSTANT, MIN_VOLUMES, quasi_harmonic
 from .relax import EV_PER_A3_IN_GPA, relax_structure, supercell_atoms
 from .states import StateSpec, make_states, moment_summary, running_statistics
 
-__all__ = ['KINDS', 'SETTINGS', 'parse_state', 'run_property', 'validate_settings']
+__all__ = ['KINDS', 'SETTINGS', 'json_safe', 'parse_state', 'run_property', 'validate_settings']
 
 _COMMON = {'state', 'tol', 'relax', 'fmax', 'supercell'}
 #: The settings each kind accepts.
@@ -177,14 +177,14 @@ def _relaxed_unit(model, unit: Configuration, spec: StateSpec, settings: dict, l
     return out, report
 
 
-def _finite(value):
+def json_safe(value):
     """JSON-safe copy: NaN and inf become None, arrays lists."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _finite(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -224,7 +224,7 @@ def run_property(
     arrays = {}
     runner = {'average': _average, 'elastic': _elastic, 'phonons': _phonons, 'qha': _qha}[kind]
     runner(model, unit, spec, settings, outdir, results, arrays, label, log)
-    results = _finite(results)
+    results = json_safe(results)
     (outdir / 'results.json').write_text(json.dumps(results, indent=2) + '\n')
     np.savez(outdir / 'arrays.npz', **arrays)
     return results
