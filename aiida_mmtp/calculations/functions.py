@@ -12,7 +12,7 @@ from aiida.engine import calcfunction
 from ..data.training_set import TrainingSetData, fidelity_difference
 from ..mtp.hygiene import HygieneRule, screen_labels
 
-__all__ = ['create_kpoints_from_distance', 'merge_training_sets', 'screen_new_labels']
+__all__ = ['concatenate_training_sets', 'create_kpoints_from_distance', 'merge_training_sets', 'screen_new_labels']
 
 
 @calcfunction
@@ -35,13 +35,20 @@ def merge_training_sets(allow_different_fidelity: orm.Bool | None = None, **sets
     The merged set keeps the first set's fidelity key when all agree (k-point SETS compared, not how they were
     chosen), or ``{'mixed': [...]}`` with each one; each label keeps its k-point sampling.
     """
-    if not sets:
-        raise ValueError('nothing to merge: give at least one training set')
     allow = bool(allow_different_fidelity.value) if allow_different_fidelity is not None else False
-    ordered = [sets[label] for label in sorted(sets)]
+    return concatenate_training_sets([sets[label] for label in sorted(sets)], allow_different_fidelity=allow)
+
+
+def concatenate_training_sets(
+    ordered: list[TrainingSetData], allow_different_fidelity: bool = False
+) -> TrainingSetData:
+    """The body of :func:`merge_training_sets` (for use inside other calcfunctions): ``ordered`` in that order, checked
+    for species and fidelity, each label keeping its source and k-point sampling; a new, unstored node."""
+    if not ordered:
+        raise ValueError('nothing to merge: give at least one training set')
     first = ordered[0]
     for other in ordered[1:]:
-        first.check_compatible(other, allow_different_fidelity=allow)
+        first.check_compatible(other, allow_different_fidelity=allow_different_fidelity)
     fidelities = [s.fidelity for s in ordered]
     same = all(not fidelity_difference(fidelities[0], f) for f in fidelities)
     fidelity = fidelities[0] if same else {'mixed': fidelities}

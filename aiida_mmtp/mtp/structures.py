@@ -9,6 +9,7 @@ import numpy as np
 from .configuration import Configuration
 
 __all__ = [
+    'VOIGT_COMPONENTS',
     'initial_configurations',
     'layered_afm',
     'magnetic_states',
@@ -191,6 +192,8 @@ def min_distance(cfg: Configuration) -> float:
 
 
 _VOIGT = {'xx': (0, 0), 'yy': (1, 1), 'zz': (2, 2), 'yz': (1, 2), 'xz': (0, 2), 'xy': (0, 1)}
+#: The Voigt strain and stress components, in Voigt order.
+VOIGT_COMPONENTS = tuple(_VOIGT)
 
 
 def strained(cfg: Configuration, component: str, magnitude: float) -> Configuration:

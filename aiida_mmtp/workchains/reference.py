@@ -31,9 +31,11 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, calcfunction, if_
 
+from ..calculations.functions import concatenate_training_sets
 from ..calculations.properties import MmtpScansCalculation
 from ..data.potential import MtpPotentialData
 from ..data.training_set import TrainingSetData
+from ..mtp.structures import VOIGT_COMPONENTS
 from .common import engine_metadata, why_failed
 from .functions import structure_to_configuration
 from .label import CdftLabelWorkChain
@@ -68,7 +70,7 @@ def scan_settings(value: dict) -> dict:
         raise ValueError(f'settings.scales: at least 5 different positive lattice ratios, got {s["scales"]}')
     if not 0 < float(s['strain']) <= 0.05:
         raise ValueError(f'settings.strain: a magnitude in (0, 0.05], got {s["strain"]}')
-    bad = sorted(set(s['components']) - {'xx', 'yy', 'zz', 'yz', 'xz', 'xy'})
+    bad = sorted(set(s['components']) - set(VOIGT_COMPONENTS))
     if bad:
         raise ValueError(f'settings.components: Voigt components (xx ... xy), got {", ".join(bad)}')
     return s
@@ -152,15 +154,8 @@ def reference_properties(**labels: TrainingSetData) -> dict:
     from ..mtp.properties.run import json_safe
 
     sets = [labels[name] for name in sorted(labels)]
-    first = sets[0]
-    configs, sources, kpoints, origins = [], [], [], []
-    for labelled in sets:
-        configs += labelled.get_configurations()
-        sources += labelled.sources
-        kpoints += labelled.kpoints
-        origins += list(labelled.base.attributes.get('origins'))
-    merged = TrainingSetData(configs, first.species, fidelity=first.fidelity, sources=sources, kpoints=kpoints)
-    merged.base.attributes.set('origins', origins)
+    merged = concatenate_training_sets(sets)
+    merged.base.attributes.set('origins', [o for labelled in sets for o in labelled.base.attributes.get('origins')])
     analysis = json_safe(_analysis(sets))
     return {'labels': merged, 'reference': orm.Dict(analysis)}
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..configuration import Configuration
+from ..structures import VOIGT_COMPONENTS
 from .relax import EV_PER_A3_IN_GPA
 
 __all__ = [
@@ -67,7 +68,6 @@ _ELASTIC = {
     'C44_GPa': ('yz', 3),
     'C66_GPa': ('xy', 5),
 }
-_VOIGT = ('xx', 'yy', 'zz', 'yz', 'xz', 'xy')
 
 
 def parse_origin(origin: str) -> tuple[str, str, str | None, float]:
@@ -75,7 +75,7 @@ def parse_origin(origin: str) -> tuple[str, str, str | None, float]:
     parts = origin.split(':')
     if len(parts) == 3 and parts[1] in ('moment', 'scale'):
         return parts[0], parts[1], None, float(parts[2])
-    if len(parts) == 4 and parts[1] == 'strain' and (parts[2] in _VOIGT or parts[2] == 'none'):
+    if len(parts) == 4 and parts[1] == 'strain' and (parts[2] in VOIGT_COMPONENTS or parts[2] == 'none'):
         return parts[0], 'strain', parts[2], float(parts[3])
     raise ValueError(f'not a scan origin: {origin!r} (STATE:moment:M, STATE:scale:S or STATE:strain:COMP:E)')
 
@@ -147,7 +147,7 @@ def elastic_from_strains(strained: dict[tuple[str, float], Configuration], zero:
     configuration, ``zero`` is the unstrained one. Stress columns C_IJ and, per component, C_JJ from the energy
     curvature; the residual pressure of the unstrained cell."""
     columns, from_energy = {}, {}
-    for comp in _VOIGT:
+    for comp in VOIGT_COMPONENTS:
         eps = sorted({e for c, e in strained if c == comp and e > 0 and (c, -e) in strained})
         if not eps:
             continue
