@@ -10,7 +10,7 @@ from aiida_mmtp.mtp.evaluate import evaluate
 from aiida_mmtp.mtp.fit import fit
 from aiida_mmtp.mtp.potential import Potential
 from aiida_mmtp.mtp.reference import MagneticPairPotential
-from aiida_mmtp.mtp.selection import ActiveSet
+from aiida_mmtp.mtp.selection import ActiveSet, b_rows
 from aiida_mmtp.mtp.simulate import Grader, check_min_dist, equilibrate_moments, relax, run_md
 from aiida_mmtp.mtp.structures import rattle, rocksalt
 
@@ -55,14 +55,65 @@ def test_equilibration_minimises_over_moments_and_keeps_signs(trained):
 
 def test_relax_reaches_small_forces_and_stress(trained):
     pot, _ = trained
-    start = afm_cell(a=4.25)
+    start = afm_cell(a=4.25, scale=0.8)
     start.positions[0] += [0.05, -0.03, 0.02]
-    out, report = relax(pot, start, fmax=0.005)
+    fixed, report = relax(pot, start, fmax=0.005, equilibrate=False)
     assert report.stop_reason == 'finished'
-    res = evaluate(pot, out)
+    res = evaluate(pot, fixed)
     assert np.abs(res.forces).max() < 0.005
-    assert np.abs(res.stress * out.volume).max() / out.natoms < 0.005  # FrechetCellFilter's cell criterion
-    assert np.array_equal(out.moments, start.moments)  # moments fixed
+    assert np.abs(res.stress * fixed.volume).max() / fixed.natoms < 0.005  # FrechetCellFilter's cell criterion
+    assert np.array_equal(fixed.moments, start.moments)  # moments fixed
+    # the paper's two stages (the default): moments equilibrated at the start cell, then atoms moved at them
+    out, two = relax(pot, start, fmax=0.005)
+    first, _ = equilibrate_moments(pot, start, tol=1e-4)
+    assert two.stop_reason == 'finished' and two.steps > report.steps - 5
+    assert np.allclose(out.moments, first.moments) and not np.allclose(out.moments, start.moments, atol=0.05)
+    cr = out.types == 0
+    assert np.all(np.sign(out.moments[cr]) == np.sign(start.moments[cr]))  # signs kept
+    assert np.abs(evaluate(pot, out).forces).max() < 0.005
+    assert out.energy < fixed.energy  # the equilibrated moments lie lower
+
+
+def test_relaxation_with_active_learning_converges_on_a_small_cell():
+    """Graded two-stage relaxation of FM cells, from a potential that saw only AFM and random states: preselect,
+    select by maxvol, label with the reference model, refit, until a relaxation preselects nothing. The relaxed
+    FM cell then keeps its Cr moment near the reference model's own relaxation (before learning, the moments
+    collapse to 0)."""
+    ref = MagneticPairPotential()
+    rng = np.random.default_rng(0)
+    train = []
+    for k in range(60):
+        a = rng.uniform(3.95, 4.35)
+        cfg = rattle(rocksalt(a), rng.uniform(0.03, 0.15), rng)
+        cfg.moments = AFM * rng.uniform(0.8, 1.2, 8) if k % 2 == 0 else magnetic_crn(rocksalt(a), seed=k).moments
+        train.append(ref.label(cfg))
+    pot = Potential.from_level(6, ['Cr', 'N'], n_phi=4, n_psi=2, m_max=[3.2, 0.5], seed=2)
+    fit(pot, train, max_iter=300)
+    starts = []
+    for a, m in ((4.05, 1.6), (4.2, 2.6)):
+        cfg = rocksalt(a)
+        cfg.moments = np.where(cfg.types == 0, m, 0.0)
+        starts.append(cfg)
+    selected = []
+    for _ in range(8):
+        als = ActiveSet.build(pot, train)
+        grader = Grader(pot, als, gamma_low=2.0, gamma_up=10.0)
+        runs = [relax(pot, cfg, grader, fmax=0.01, steps=200) for cfg in starts]
+        if not grader.preselected:
+            break
+        _, chosen = als.select(b_rows(pot, grader.preselected), max_new=6)
+        selected.append(len(chosen))
+        train += [ref.label(grader.preselected[k]) for k in chosen]
+        fit(pot, train, max_iter=150)
+    assert selected and selected[0] > 0, selected
+    assert not grader.preselected, f'still preselecting after {len(selected)} rounds: {selected}'
+    assert all(report.stop_reason == 'finished' for _, report in runs), runs
+    exact, _ = relax(ref, starts[1], fmax=0.01, steps=200)
+    m_exact = np.abs(exact.moments[exact.types == 0]).mean()  # 2.31 mu_B, a = 4.184 A
+    for out, _ in runs:
+        cr = out.moments[out.types == 0]
+        assert np.all(cr > 0) and cr.mean() == pytest.approx(m_exact, rel=0.15)
+        assert out.cell[0, 0] == pytest.approx(exact.cell[0, 0], rel=0.03)
 
 
 def test_nve_conserves_energy_with_moments_equilibrated(trained):

@@ -4,7 +4,8 @@ The recipe verified on ABINIT 9.6.2 (shared/docs/cdft.md): ``nsppol 2``,
 ``nspden 2``, ``spinat 0 0 m_i`` with the signed target moment of each atom,
 ``constraint_kind`` per type (1 fixes value and sign, 0 leaves the species
 free), ``ratsph`` per type (bohr; spheres must not overlap, which 9.6.2 does
-not check), ``chkprim 0``, ``chksymtnons 0``, ``iscf 7`` (required with PAW).
+not check), ``chkprim 0``, ``chksymtnons 0``, ``iscf 7`` (required with PAW), and for cells of more
+than 8 atoms ``maxnsym`` 48 per atom (a supercell has more symmetries than ABINIT's default 384).
 The cell is written as given: never reduced, atoms never reordered.
 """
 
@@ -17,7 +18,12 @@ import numpy as np
 
 from ..parsers.abinit_output import BOHR_A
 
-__all__ = ['CdftSettings', 'check_sphere_overlap', 'needs_spin_flip', 'write_cdft_input']
+__all__ = ['CdftSettings', 'check_sphere_overlap', 'needs_spin_flip', 'sphere_radii_problem', 'write_cdft_input']
+
+#: The most point operations of a crystal: with at most one pure translation per atom, a cell of N atoms has at
+#: most 48 N symmetries. ABINIT stops above its ``maxnsym`` (default 384: 8 atoms), e.g. on the 2x2x2 B1 supercell
+#: (64 atoms, FM: 1536 symmetries), so larger cells get ``maxnsym 48 N``.
+MAX_POINT_OPERATIONS = 48
 
 FCC_SHIFTS = ((0.5, 0.5, 0.5), (0.5, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 0.0, 0.5))
 
@@ -87,6 +93,25 @@ def check_sphere_overlap(cell: np.ndarray, positions: np.ndarray, symbols: Seque
                 )
 
 
+def sphere_radii_problem(ratsph: dict[str, float], species: Sequence[str], r_min: float) -> str | None:
+    """Why spheres of ``ratsph`` (bohr) of two different ``species`` could overlap at a distance the potential
+    allows (>= ``r_min``, A), or None.
+
+    Atoms of different species are the nearest neighbours that reach R_min (Cr-N in B1); a pair that the rule
+    lets through but that overlaps anyway (e.g. two Cr atoms squeezed together) is refused per configuration.
+    """
+    known = [s for s in species if s in ratsph]
+    for k, a in enumerate(known):
+        for b in known[k + 1 :]:
+            reach = (float(ratsph[a]) + float(ratsph[b])) * BOHR_A
+            if reach > r_min + 1e-9:
+                return (f'ratsph {a} {ratsph[a]} + {b} {ratsph[b]} bohr = {reach:.3f} A: their spheres overlap for '
+                        f'{a}-{b} pairs between {r_min} A (the potential min_dist) and {reach:.3f} A, which MD '
+                        'reaches and would select, only for the cDFT run to refuse them; lower ratsph or raise '
+                        f'potential min_dist to at least {reach:.3f} A')  # fmt: skip
+    return None
+
+
 def _rows(values, fmt='{: .12f}') -> str:
     return '\n'.join('    ' + ' '.join(fmt.format(v) for v in row) for row in values)
 
@@ -124,6 +149,7 @@ def write_cdft_input(
         '# constrained DFT, collinear (written by aiida-mmtp)',
         'chkprim 0',
         'chksymtnons 0',
+        *([f'maxnsym {MAX_POINT_OPERATIONS * len(symbols)}'] if MAX_POINT_OPERATIONS * len(symbols) > 384 else []),
         f'natom {len(symbols)}',
         f'ntypat {len(species)}',
         'znucl ' + ' '.join(str(znucl[s]) for s in species),

@@ -60,6 +60,7 @@ PARAMETERS: dict[str, Any] = {
 #: Variables the CalcJob writes itself: ``extra`` may not set them.
 MANAGED = (
     'chksymtnons',
+    'maxnsym',
     'natom',
     'ntypat',
     'znucl',

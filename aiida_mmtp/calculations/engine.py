@@ -26,7 +26,7 @@ __all__ = ['SIMULATION_PARAMETERS', 'MmtpEngineCalculation', 'MmtpSelectCalculat
 #: Parameters of ``mmtp.simulate`` per kind, with their command-line options (None: the engine's default).
 SIMULATION_PARAMETERS = {
     'equilibrate': {'tol': '--tol', 'steps': '--steps'},
-    'relax': {'fmax': '--fmax', 'steps': '--steps', 'fixed_cell': '--fixed-cell'},
+    'relax': {'fmax': '--fmax', 'steps': '--steps', 'fixed_cell': '--fixed-cell', 'fixed_moments': '--fixed-moments'},
     'md': {
         'temperature': '--temperature',
         'timestep': '--timestep',
@@ -234,7 +234,8 @@ class MmtpSimulateCalculation(MmtpEngineCalculation):
             'parameters',
             valid_type=orm.Dict,
             help='kind (equilibrate, relax, md), gamma_low, gamma_up, stop_all, grading, and per kind: '
-            'equilibrate tol (eV/mu_B), steps; relax fmax (eV/A), steps, fixed_cell; '
+            'equilibrate tol (eV/mu_B), steps; relax fmax (eV/A), steps, fixed_cell, fixed_moments (skip the first '
+            'stage, moment equilibration); '
             'md temperature (K), timestep (fs), steps, friction (1/fs), ensemble, seed.',
         )
         spec.inputs.validator = validate_simulate

@@ -227,7 +227,7 @@ def _simulate(args: argparse.Namespace, kind: str) -> int:
             out, rep = equilibrate_moments(pot, cfg, grader, tol=args.tol, max_iter=args.steps, trajectory=traj)
         elif kind == 'relax':
             out, rep = relax(pot, cfg, grader, fmax=args.fmax, relax_cell=not args.fixed_cell, steps=args.steps,
-                             trajectory=traj)  # fmt: skip
+                             trajectory=traj, equilibrate=not args.fixed_moments)  # fmt: skip
         else:
             out, rep = run_md(pot, cfg, grader, temperature=args.temperature, timestep=args.timestep, steps=args.steps,
                               friction=args.friction, seed=args.seed + k, ensemble=args.ensemble, trajectory=traj,
@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_grade)
 
     for kind, text in (('equilibrate', 'minimise the energy over the moments at fixed atoms'),
-                       ('relax', 'relax positions and cell at fixed moments'),
+                       ('relax', 'equilibrate the moments, then relax positions and cell at those moments'),
                        ('md', 'molecular dynamics with moments re-equilibrated every step')):  # fmt: skip
         p = sub.add_parser(kind, help=f'{text}, grading every configuration')
         p.add_argument('potential')
@@ -418,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif kind == 'relax':
             p.add_argument('--fmax', type=float, default=0.01, help='eV/A')
             p.add_argument('--fixed-cell', action='store_true')
+            p.add_argument('--fixed-moments', action='store_true', help='relax at the moments given (no equilibration)')
             p.add_argument('--steps', type=int, default=500)
         else:
             p.add_argument('--temperature', type=float, default=300.0, help='K')

@@ -283,7 +283,7 @@ class GradedCalculator(Calculator):
                 cfg.moments = self.moments.copy()
             cfg, _ = equilibrate_moments(self.pot, cfg, tol=self.eq_tol, signs=self.signs)
             self.moments = cfg.moments.copy()
-        res = evaluate(self.pot, cfg, gradient=self.grader.needs_gradient)
+        res = evaluate_model(self.pot, cfg, gradient=self.grader.needs_gradient)
         self.gamma = self.grader.grade(cfg, res)
         self.results = ase_results(res)
 
@@ -315,17 +315,29 @@ def relax(
     relax_cell: bool = True,
     steps: int = 500,
     trajectory: list[Configuration] | None = None,
+    equilibrate: bool = True,
+    eq_tol: float = 1e-4,
 ) -> tuple[Configuration, RunReport]:
-    """Relax positions (and the cell) at fixed moments until forces < ``fmax`` eV/A.
+    """The paper's two stages: equilibrate the moments at fixed atoms, then relax positions (and the cell) at
+    those fixed moments until forces < ``fmax`` eV/A.
 
-    The cell is converged when |stress| * volume / N_atoms < ``fmax`` (ASE's
-    FrechetCellFilter convention).
+    ``equilibrate``: run the first stage (:func:`equilibrate_moments`, tolerance ``eq_tol`` eV/mu_B, graded like
+    the rest) when the potential is magnetic; False relaxes at the moments given. The cell is converged when
+    |stress| * volume / N_atoms < ``fmax`` (ASE's FrechetCellFilter convention). The report counts the steps of
+    both stages; a run stopped by extrapolation in the first stage does not move the atoms.
     """
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
 
     t0 = time.perf_counter()
     grader = grader or Grader(pot, None)
+    eq_steps, eq_grade = 0, 0.0
+    if equilibrate and pot.is_magnetic and cfg.moments is not None:
+        cfg, first = equilibrate_moments(pot, cfg, grader, tol=eq_tol, trajectory=trajectory)
+        if first.stop_reason == 'extrapolation' or first.stop_reason.startswith('failed'):
+            first.seconds = time.perf_counter() - t0
+            return cfg, first
+        eq_steps, eq_grade = first.steps, first.max_grade
     grader.start_run()
     atoms = configuration_to_atoms(cfg.clear_labels(), _species(pot))
     calc = GradedCalculator(pot, grader)
@@ -346,9 +358,8 @@ def relax(
     out = atoms_to_configuration(atoms, pot.species)
     out.moments = cfg.moments.copy() if cfg.moments is not None else None
     out, energy = _finish(pot, out)
-    report = RunReport(
-        reason, opt.nsteps, grader.run_max_grade, len(grader.preselected), energy, time.perf_counter() - t0
-    )
+    report = RunReport(reason, eq_steps + opt.nsteps, max(eq_grade, grader.run_max_grade), len(grader.preselected),
+                       energy, time.perf_counter() - t0)  # fmt: skip
     return out, report
 
 

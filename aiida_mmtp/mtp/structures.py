@@ -152,7 +152,8 @@ def initial_configurations(
     ideal cell plus ``n_displaced`` copies with every atom displaced uniformly
     within +-``displacement`` A; then each of those plus ``n_perturbed`` copies
     with every moment scaled by up to +-``perturbation`` (0.15 in the paper).
-    Paper: 3 scales x {AFM, FM, 4 random} x (1 + 2) x (1 + 2) = 162. ``states`` keeps only the
+    Paper: 3 scales x {AFM, FM, 4 random} x (1 + 2) x (1 + 2) = 162. The random states of a cell are drawn
+    once and shared by every scale (the paper's 10 MD states over 4.12-4.20 A). ``states`` keeps only the
     named kinds of state ('FM', 'AFM', 'random'), for every cell or (a list of lists) per cell.
     The ``features`` of each configuration say where it came from (cell name, scale, state, kind).
     """
@@ -162,9 +163,10 @@ def initial_configurations(
         raise ValueError(f'{len(per_cell)} lists of states for {len(cells)} cells')
     out = []
     for c, (cell, kinds) in enumerate(zip(cells, per_cell)):
+        states = magnetic_states(cell, magnitude, n_random, rng)  # drawn once: the same states at every scale
         for factor in scales:
             base = scaled(cell, factor)
-            for name, moments in magnetic_states(base, magnitude, n_random, rng):
+            for name, moments in states:
                 if name.split('-')[0] not in kinds:
                     continue
                 ideal = base.clear_labels()

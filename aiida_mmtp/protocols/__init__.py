@@ -81,8 +81,9 @@ def _campaign_schema(data: dict) -> dict:
 
     schema = copy.deepcopy(data['default_inputs'])
     for protocol in data['protocols'].values():
-        schema = recursive_merge(schema, {k: v for k, v in protocol.items() if k not in ('description', 'warning')})
+        schema = _union(schema, {k: v for k, v in protocol.items() if k not in ('description', 'warning')})
     generation = {k: None for k in GENERATION if k not in ('species', 'moments')}
+    generation['lattice_parameters'] = None  # A, turned into scales of the given cubic cell
     schema['initial'] = {**generation, **schema.get('initial', {})}
     schema['test_set'] = dict(generation)
     schema['cdft']['parameters'] = {**{k: None for k in PARAMETERS}, **schema['cdft']['parameters']}
@@ -91,6 +92,17 @@ def _campaign_schema(data: dict) -> dict:
     schema['engine_options'] = {}
     schema['stages'] = []
     return schema
+
+
+def _union(base: dict, update: dict) -> dict:
+    """Every key of ``base`` and ``update`` (nested dicts merged), keys a protocol removes (None) kept."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _union(out[key], value)
+        elif key not in out or value is not None:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def _check_keys(overrides: dict, schema: dict, path: tuple) -> None:

@@ -44,10 +44,12 @@ hold ``iterations`` (one summary per iteration), ``completed_stages`` and
 
 from __future__ import annotations
 
+import numpy as np
 from aiida import orm
 from aiida.common.links import LinkType
 from aiida.engine import ToContext, WorkChain, if_, while_
 
+from ..calculations.abinit_input import sphere_radii_problem
 from ..calculations.engine import did_you_mean, simulation_problem
 from ..calculations.functions import merge_training_sets, screen_new_labels
 from ..data.active_set import ActiveSetData
@@ -62,6 +64,8 @@ from .functions import (
     configurations,
     generate_configurations,
     generation_settings,
+    strain_list,
+    strains_problem,
     structure_to_configuration,
     subset,
 )
@@ -86,7 +90,8 @@ STAGE = {
     'n_random': 2,
     'seed': 1,
     'max_iterations': 10,
-    'strains': [],  # [[component, magnitude], ...]: strained copies of the start configurations (Voigt)
+    # [[component, magnitude], ...] or {FM/AFM/random: [...]}: strained copies of the start configurations (Voigt)
+    'strains': [],
     'simulation': None,  # mmtp.simulate parameters, or {'kind': 'label'}: label the start configurations directly
 }
 
@@ -176,6 +181,9 @@ def validate_inputs(value, ctx) -> str | None:
             return f'stage {st["name"]}: simulation.kind must be equilibrate, relax, md or label'
         if st['strains'] and st['start'] != 'ideal':
             return f'stage {st["name"]}: strains apply to ideal cells (start: ideal)'
+        problem = strains_problem(st['strains']) if st['strains'] else None
+        if problem:
+            return f'stage {st["name"]}: {problem}'
         if sim['kind'] == 'label' and set(sim) != {'kind'}:
             return f'stage {st["name"]}: a label stage takes no simulation parameters, got {", ".join(sorted(sim))}'
         problem = simulation_problem(sim) if sim['kind'] != 'label' else None
@@ -191,6 +199,9 @@ def validate_inputs(value, ctx) -> str | None:
     if 'label' in value:
         abinit = value['label']['cdft']['abinit']
         params, pseudos = abinit['parameters'].get_dict(), dict(abinit.get('pseudos', {}))
+        problem = sphere_radii_problem(params.get('ratsph') or {}, species, r_min)
+        if problem:
+            return f'cdft: {problem}'
         try:
             configs = configurations(cells, gen)
         except ValueError as exc:
@@ -244,9 +255,10 @@ def _every_cell(cells: dict, gen: dict, stages: list[dict]) -> tuple[list, list[
             out.append(scaled(cell, scale).cell)
             names.append(f'structure {key} at scale {scale:g}')
         for st in stages:
-            for component, eps in st['strains']:
-                out.append(strained(cell, component, float(eps)).cell)
-                names.append(f'structure {key} strained {component} {float(eps):+g}')
+            for scale in st['scales']:
+                for component, eps in strain_list(st['strains']):
+                    out.append(strained(scaled(cell, float(scale)), component, float(eps)).cell)
+                    names.append(f'structure {key} at scale {float(scale):g} strained {component} {float(eps):+g}')
     return out, names
 
 
@@ -445,6 +457,11 @@ class CampaignWorkChain(WorkChain):
 
         inputs = get_protocol_inputs('campaign', protocol, overrides)
         structure = structure if structure is not None else crn_structure()
+        a = cubic_lattice_parameter(structure)
+        inputs['initial'] = lattice_scales(inputs['initial'], a, 'initial')
+        if inputs.get('test_set'):
+            inputs['test_set'] = lattice_scales(inputs['test_set'], a, 'test_set')
+        inputs['stages'] = [lattice_scales(st, a, f'stage {st.get("name")}') for st in inputs['stages']]
         kinds = {kind.name: kind.symbol for kind in structure.kinds}
         species = list(dict.fromkeys(kinds[site.kind_name] for site in structure.sites))
         moments = {el: float(m) for el, m in inputs['magnetic_moments'].items()}
@@ -474,7 +491,14 @@ class CampaignWorkChain(WorkChain):
             builder.reference = orm.Dict(inputs['reference'])
         builder.label.max_concurrent = orm.Int(cdft['max_concurrent'])
         builder.label.max_failure_fraction = orm.Float(cdft['max_failure_fraction'])
-        builder.label.cdft.kpoints_distance = orm.Float(cdft['kpoints_distance'])
+        if (cdft.get('kpoints_mesh') is None) == (cdft.get('kpoints_distance') is None):
+            raise ValueError('cdft: give kpoints_mesh (one mesh for every cell) or kpoints_distance (1/A), not both')
+        if cdft.get('kpoints_mesh') is not None:
+            mesh = orm.KpointsData()
+            mesh.set_kpoints_mesh([int(n) for n in cdft['kpoints_mesh']])
+            builder.label.cdft.kpoints = mesh
+        else:
+            builder.label.cdft.kpoints_distance = orm.Float(cdft['kpoints_distance'])
         builder.label.cdft.max_iterations = orm.Int(1 + int(cdft['max_restarts']))
         abinit = builder.label.cdft.abinit
         abinit.code = abinit_code
@@ -802,6 +826,31 @@ class CampaignWorkChain(WorkChain):
         if not converged:
             return self.exit_codes.ERROR_ITERATION_LIMIT.format(n=self.ctx.n_run)
         return None
+
+
+def cubic_lattice_parameter(structure: orm.StructureData) -> float | None:
+    """The lattice parameter (A) of a cubic conventional cell (a = b = c, right angles), or None."""
+    cell = np.asarray(structure.cell, dtype=float)
+    lengths = np.linalg.norm(cell, axis=1)
+    if np.ptp(lengths) > 1e-6 * lengths[0] or np.abs(cell @ cell.T - np.diag(lengths**2)).max() > 1e-6 * lengths[0]:
+        return None
+    return float(lengths[0])
+
+
+def lattice_scales(recipe: dict, a: float | None, where: str) -> dict:
+    """``recipe`` (an initial-set recipe or a stage) with its ``lattice_parameters`` (A, as the paper states them)
+    turned into the ``scales`` of a conventional cell of lattice parameter ``a`` (A); ValueError when both are given
+    or the cell is not cubic."""
+    if recipe.get('lattice_parameters') is None:
+        return {k: v for k, v in recipe.items() if k != 'lattice_parameters'}
+    out = dict(recipe)
+    values = out.pop('lattice_parameters')
+    if out.get('scales') is not None:
+        raise ValueError(f'{where}: give scales (ratios) or lattice_parameters (A), not both')
+    if a is None:
+        raise ValueError(f'{where}: lattice_parameters need a cubic conventional structure; give scales instead')
+    out['scales'] = [float(x) / a for x in values]
+    return out
 
 
 def crn_structure(a: float = 4.15) -> orm.StructureData:

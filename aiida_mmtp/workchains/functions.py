@@ -10,7 +10,14 @@ from ..data.training_set import TrainingSetData
 from ..mtp.configuration import Configuration
 from ..mtp.structures import initial_configurations, strained
 
-__all__ = ['configurations', 'generate_configurations', 'structure_to_configuration', 'subset']
+__all__ = [
+    'configurations',
+    'generate_configurations',
+    'strain_list',
+    'strains_problem',
+    'structure_to_configuration',
+    'subset',
+]
 
 #: Keys of the ``parameters`` of :func:`generate_configurations` and their defaults (the paper's recipe).
 GENERATION = {
@@ -24,8 +31,38 @@ GENERATION = {
     'n_perturbed': 0,  # copies with every moment scaled by up to +-perturbation
     'perturbation': 0.15,
     'seed': 0,
-    'strains': [],  # [[component, magnitude], ...]: when given, only strained copies (Voigt, e.g. ['yz', 0.01])
+    # [[component, magnitude], ...] (Voigt, e.g. ['yz', 0.01]), or {state kind: [...]} (FM, AFM, random): when
+    # given, only strained copies; with a mapping, each state gets its own components and states not in it none
+    'strains': [],
 }
+#: The kinds of magnetic state a recipe names (random states are 'random-1', 'random-2', ...).
+STATE_KINDS = ('FM', 'AFM', 'random')
+
+
+def strain_list(strains, state: str | None = None) -> list:
+    """The ``[[component, magnitude], ...]`` of ``strains`` (a list, or a mapping of state kind to lists) for a
+    state (``'FM'``, ``'AFM'``, ``'random-3'``); with ``state`` None, every strain of every state."""
+    if not isinstance(strains, dict):
+        return list(strains or [])
+    if state is None:
+        return [pair for pairs in strains.values() for pair in pairs]
+    return list(strains.get(state.split('-')[0], []))
+
+
+def strains_problem(strains) -> str | None:
+    """Why ``strains`` (see :data:`GENERATION`) is not a valid list or mapping of strains, or None."""
+    from ..mtp.structures import VOIGT_COMPONENTS
+
+    if isinstance(strains, dict):
+        unknown = sorted(set(strains) - set(STATE_KINDS))
+        if unknown:
+            return f'strains for unknown states {", ".join(unknown)} (choose from {", ".join(STATE_KINDS)})'
+    for pair in strain_list(strains):
+        if not isinstance(pair, list | tuple) or len(pair) != 2 or pair[0] not in VOIGT_COMPONENTS:
+            return f'strain {pair!r}: give [component, magnitude], component one of {", ".join(VOIGT_COMPONENTS)}'
+        if isinstance(pair[1], bool) or not isinstance(pair[1], int | float) or not 0 < abs(pair[1]) < 0.2:
+            return f'strain {pair!r}: the magnitude must be a number with 0 < |magnitude| < 0.2'
+    return None
 
 
 def structure_to_configuration(structure: orm.StructureData, species: list[str]) -> Configuration:
@@ -74,9 +111,12 @@ def configurations(cells: dict[str, Configuration], parameters: dict) -> list[Co
     )  # fmt: skip
     if not p['strains']:
         return configs
+    problem = strains_problem(p['strains'])
+    if problem:
+        raise ValueError(problem)
     out = []
     for cfg in configs:
-        for component, eps in p['strains']:
+        for component, eps in strain_list(p['strains'], cfg.features['origin'].split(':')[2]):
             new = strained(cfg, component, float(eps))
             new.features = {'origin': f'{cfg.features["origin"]}:strain {component} {float(eps):+g}'}
             out.append(new)
