@@ -354,3 +354,39 @@ def test_dft_plus_u_with_the_paw_family(abinit_code):
         assert ('usepawu 1' in node.base.repository.get_object_content('aiida.abi')) == bool(u)
         runs[u] = results['output_arrays'].get_array('mag_forces')[0]
     assert runs[3.0] > runs[0.0] + 0.5
+
+
+def test_initial_set_perturbs_the_dft_equilibrium_moments(abinit_code):
+    """The paper's recipe (issue 14): the unperturbed cell is labelled by DFT with free moments (PAW + U, the 2-atom
+    FM cell: Cr settles at 2.84 mu_B from the 2.0 it starts at), and its perturbed copies take that moment, +-15%,
+    labelled by cDFT. T of a perturbed label points back to the equilibrium moment."""
+    from aiida import orm
+    from aiida.engine import run_get_node
+
+    from aiida_mmtp.data.pseudo import install_paw_family
+    from aiida_mmtp.workchains.initial import InitialSetWorkChain
+
+    paw = install_paw_family().get_pseudos(elements=['Cr', 'N'])
+    params = {'ecut': 15, 'pawecutdg': 30, 'tolvrs': 1e-8, 'nstep': 100, 'ratsph': {'Cr': 2.3, 'N': 1.14},
+              'dftu': {'Cr': [2, 3.0, 0.0]}, 'constrained': ['Cr', 'N']}  # fmt: skip
+    recipe = {'species': ['Cr', 'N'], 'moments': {'Cr': 2.0}, 'scales': [1.0], 'states': ['FM'], 'n_random': 0,
+              'n_displaced': 0, 'n_perturbed': 2, 'perturbation': 0.15, 'seed': 3,
+              'equilibrium_moments': True}  # fmt: skip
+    abinit = {'code': abinit_code, 'pseudos': paw, 'parameters': orm.Dict(params),
+              'metadata': {'options': {'resources': {'num_machines': 1}}}}  # fmt: skip
+    label = {'max_concurrent': orm.Int(2), 'cdft': {'kpoints': mesh(4), 'abinit': abinit}}
+    results, node = run_get_node(InitialSetWorkChain, structures={'prim': primitive()}, parameters=orm.Dict(recipe),
+                                 label=label)  # fmt: skip
+    assert node.is_finished_ok, node.exit_message
+    (free,) = results['equilibrium_labels'].get_configurations()
+    m0 = free.moments[0]
+    assert 2.6 < m0 < 3.1 and np.all(free.mag_forces == 0.0)  # a free run: T = 0 at its own moments
+    free_run = orm.load_node(results['equilibrium_labels'].sources[0])
+    assert 'constraint_kind 0 0' in free_run.base.repository.get_object_content('aiida.abi')
+    labels = results['training_set']
+    assert len(labels) == 3 and len(results['configurations']) == 3 and results['failures']['n_failed'] == 0
+    for cfg in labels.get_configurations()[1:]:  # the perturbed copies: cDFT at m0 +-15%, never the nominal 2.0
+        assert 0.85 * m0 <= cfg.moments[0] <= 1.15 * m0 and abs(cfg.moments[0] - m0) > 0.01
+        assert np.sign(cfg.mag_forces[0]) == np.sign(m0 - cfg.moments[0])  # T = -dE/dm points back to m0
+    assert labels.base.attributes.get('origins')[1:] == ['prim:scale1:FM:displaced0:perturbed1',
+                                                        'prim:scale1:FM:displaced0:perturbed2']  # fmt: skip

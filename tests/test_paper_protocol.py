@@ -44,7 +44,8 @@ def paper_codes(aiida_profile, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def paper(paper_codes):
-    """The paper campaign's builder, its cells and its stages' start configurations (as prepare_stage makes them)."""
+    """The paper campaign's builder, its cells and its stages' start configurations (as prepare_stage makes them;
+    the shear cells at their nominal moments: the campaign equilibrates those moments first, `prepare`)."""
     from aiida_mmtp.workchains.campaign import CampaignWorkChain, _stages
     from aiida_mmtp.workchains.functions import configurations, structure_to_configuration
 
@@ -76,6 +77,9 @@ def _state(cfg) -> str:
 def test_initial_set_is_the_papers_162(paper):
     builder, initial, _ = paper
     assert len(initial) == 162 and all(cfg.natoms == 64 for cfg in initial)
+    # the 54 unperturbed cells go to DFT with free moments first (tests/test_cdft_workchains.py runs that step); here,
+    # the recipe's nominal moments: the start of those runs, and of the perturbations when the step is switched off
+    assert builder.initial['equilibrium_moments'] is True
     origins = [cfg.features['origin'] for cfg in initial]
     ideal = [o for o in origins if o.endswith(':displaced0:perturbed0')]
     unperturbed = [o for o in origins if o.endswith(':perturbed0')]
@@ -99,9 +103,11 @@ def test_initial_set_is_the_papers_162(paper):
 
 
 def test_shear_stage_has_the_papers_32_cells_with_per_state_components(paper):
-    _, _, stages = paper
+    builder, _, stages = paper
     shear = stages['shear']
     assert len(shear) == 32
+    (stage,) = [st for st in builder.stages.get_list() if st['name'] == 'shear']
+    assert stage['prepare'] == {'kind': 'equilibrate'}  # the paper strains the equilibrated cells
     components = {}
     for cfg in shear:
         origin = cfg.features['origin']
@@ -166,6 +172,12 @@ def test_overrides_in_angstrom_and_bad_strains_are_named(paper_codes):
     stages[1]['strains'] = {'AFM': [['xw', 0.01]]}
     builder = CampaignWorkChain.get_builder_from_protocol(*paper_codes, protocol='fast', overrides={'stages': stages})
     assert 'stage shear: strain' in validate_inputs(dict(builder._inputs(prune=True)), None)
+    stages[1]['strains'] = [['yz', 0.01]]
+    stages[1]['prepare'] = {'kind': 'md'}
+    builder = CampaignWorkChain.get_builder_from_protocol(*paper_codes, protocol='fast', overrides={'stages': stages})
+    assert validate_inputs(dict(builder._inputs(prune=True)), None) == (
+        'stage shear: prepare takes {kind: equilibrate or relax, ...} for ideal cells'
+    )
     overlap = {'cdft': {'parameters': {'ratsph': {'Cr': 2.3, 'N': 1.2}}}}
     builder = CampaignWorkChain.get_builder_from_protocol(*paper_codes, protocol='fast', overrides=overlap)
     assert validate_inputs(dict(builder._inputs(prune=True)), None).startswith(

@@ -17,17 +17,23 @@ from aiida_mmtp.mtp.structures import rattle, rocksalt
 AFM = np.array([2.4, 0.0, -2.4, 0.0, 2.4, 0.0, -2.4, 0.0])
 
 
-@pytest.fixture(scope='module')
-def trained():
-    """A level-10 potential fitted to 30 reference-labelled cells (a 3.95-4.35 A, AFM and random states)."""
+def reference_labelled(n: int) -> list:
+    """``n`` rattled 8-atom cells (a 3.95-4.35 A), AFM and random states alternating, labelled by the reference."""
     ref = MagneticPairPotential()
     rng = np.random.default_rng(0)
     train = []
-    for k in range(30):
+    for k in range(n):
         a = rng.uniform(3.95, 4.35)
         cfg = rattle(rocksalt(a), rng.uniform(0.03, 0.15), rng)
         cfg.moments = AFM * rng.uniform(0.8, 1.2, 8) if k % 2 == 0 else magnetic_crn(rocksalt(a), seed=k).moments
         train.append(ref.label(cfg))
+    return train
+
+
+@pytest.fixture(scope='module')
+def trained():
+    """A level-10 potential fitted to 30 reference-labelled cells (a 3.95-4.35 A, AFM and random states)."""
+    train = reference_labelled(30)
     pot = Potential.from_level(10, ['Cr', 'N'], n_phi=6, n_psi=2, m_max=[3.2, 0.5], seed=2)
     fit(pot, train, max_iter=300)
     return pot, train
@@ -80,13 +86,7 @@ def test_relaxation_with_active_learning_converges_on_a_small_cell():
     FM cell then keeps its Cr moment near the reference model's own relaxation (before learning, the moments
     collapse to 0)."""
     ref = MagneticPairPotential()
-    rng = np.random.default_rng(0)
-    train = []
-    for k in range(60):
-        a = rng.uniform(3.95, 4.35)
-        cfg = rattle(rocksalt(a), rng.uniform(0.03, 0.15), rng)
-        cfg.moments = AFM * rng.uniform(0.8, 1.2, 8) if k % 2 == 0 else magnetic_crn(rocksalt(a), seed=k).moments
-        train.append(ref.label(cfg))
+    train = reference_labelled(60)
     pot = Potential.from_level(6, ['Cr', 'N'], n_phi=4, n_psi=2, m_max=[3.2, 0.5], seed=2)
     fit(pot, train, max_iter=300)
     starts = []

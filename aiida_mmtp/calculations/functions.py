@@ -43,7 +43,8 @@ def concatenate_training_sets(
     ordered: list[TrainingSetData], allow_different_fidelity: bool = False
 ) -> TrainingSetData:
     """The body of :func:`merge_training_sets` (for use inside other calcfunctions): ``ordered`` in that order, checked
-    for species and fidelity, each label keeping its source and k-point sampling; a new, unstored node."""
+    for species and fidelity, each label keeping its source and k-point sampling (and its origin, where every set
+    records ``origins``); a new, unstored node."""
     if not ordered:
         raise ValueError('nothing to merge: give at least one training set')
     first = ordered[0]
@@ -55,7 +56,11 @@ def concatenate_training_sets(
     configurations = [cfg for s in ordered for cfg in s.get_configurations()]
     sources = [src for s in ordered for src in s.sources]
     kpoints = [kp for s in ordered for kp in s.kpoints]
-    return TrainingSetData(configurations, first.species, fidelity=fidelity, sources=sources, kpoints=kpoints)
+    out = TrainingSetData(configurations, first.species, fidelity=fidelity, sources=sources, kpoints=kpoints)
+    origins = [s.base.attributes.get('origins', None) for s in ordered]
+    if all(o is not None for o in origins):
+        out.base.attributes.set('origins', [origin for o in origins for origin in o])
+    return out
 
 
 @calcfunction

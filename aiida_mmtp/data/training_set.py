@@ -27,9 +27,11 @@ def fidelity_difference(a: dict, b: dict) -> list[str]:
 
     A key's ``kpoints.reference`` (``cell`` rows A, ``mesh``, ``shifts``) is one label's sampling: two keys with
     equivalent reference sets (:func:`aiida_mmtp.mtp.kpoints.kpoint_set_difference`) agree on k-points, whatever
-    rule chose the meshes. Keys without a reference compare ``kpoints`` as given.
+    rule chose the meshes. Keys without a reference compare ``kpoints`` as given. Which species were constrained
+    (``constrained``) is not a difference: a free spin-polarised run is the constrained functional's solution at its
+    own self-consistent moments (T = 0), so free and constrained labels at one setting are one fidelity.
     """
-    keys = sorted(k for k in set(a) | set(b) if k != 'kpoints' and a.get(k) != b.get(k))
+    keys = sorted(k for k in set(a) | set(b) if k not in ('kpoints', 'constrained') and a.get(k) != b.get(k))
     ka, kb = a.get('kpoints'), b.get('kpoints')
     ra, rb = (ka or {}).get('reference'), (kb or {}).get('reference')
     if ra and rb:

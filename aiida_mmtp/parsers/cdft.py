@@ -51,6 +51,8 @@ class CdftParser(Parser):
         }
 
         exit_code = self._failure(out, text, walltime, settings.nstep)
+        if exit_code is None and not settings.constrained and out.dedm is None and out.moments is not None:
+            out.dedm = np.zeros_like(out.moments)  # a free run: its self-consistent moments are stationary, T = 0
         if exit_code is None:
             missing = [name for name in ('energy', 'forces', 'stress', 'moments', 'dedm') if getattr(out, name) is None]
             if missing:

@@ -50,7 +50,7 @@ from aiida.common.links import LinkType
 from aiida.engine import ToContext, WorkChain, if_, while_
 
 from ..calculations.abinit_input import sphere_radii_problem
-from ..calculations.engine import did_you_mean, simulation_problem
+from ..calculations.engine import MmtpSimulateCalculation, did_you_mean, simulation_problem
 from ..calculations.functions import merge_training_sets, screen_new_labels
 from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
@@ -65,6 +65,7 @@ from .functions import (
     generate_configurations,
     generation_settings,
     strain_list,
+    strain_prepared,
     strains_problem,
     structure_to_configuration,
     subset,
@@ -92,6 +93,9 @@ STAGE = {
     'max_iterations': 10,
     # [[component, magnitude], ...] or {FM/AFM/random: [...]}: strained copies of the start configurations (Voigt)
     'strains': [],
+    # {kind: equilibrate | relax, ...}: before the stage, its start cells are equilibrated (moments) or relaxed by the
+    # current potential, ungraded, and any strains apply to the result (the paper strains equilibrated cells)
+    'prepare': None,
     'simulation': None,  # mmtp.simulate parameters, or {'kind': 'label'}: label the start configurations directly
 }
 
@@ -184,6 +188,13 @@ def validate_inputs(value, ctx) -> str | None:
         problem = strains_problem(st['strains']) if st['strains'] else None
         if problem:
             return f'stage {st["name"]}: {problem}'
+        if st['prepare'] is not None:
+            prepare = st['prepare'] if isinstance(st['prepare'], dict) else {}
+            if prepare.get('kind') not in ('equilibrate', 'relax') or st['start'] != 'ideal':
+                return f'stage {st["name"]}: prepare takes {{kind: equilibrate or relax, ...}} for ideal cells'
+            problem = simulation_problem(prepare)
+            if problem:
+                return f'stage {st["name"]}: prepare: {problem}'
         if sim['kind'] == 'label' and set(sim) != {'kind'}:
             return f'stage {st["name"]}: a label stage takes no simulation parameters, got {", ".join(sorted(sim))}'
         problem = simulation_problem(sim) if sim['kind'] != 'label' else None
@@ -390,6 +401,7 @@ class CampaignWorkChain(WorkChain):
             cls.fit_initial,
             while_(cls.next_stage)(
                 cls.prepare_stage,
+                if_(cls.needs_preparation)(cls.run_preparation, cls.apply_preparation),
                 while_(cls.stage_continues)(cls.run_iteration, cls.inspect_iteration),
             ),
             if_(cls.validates)(cls.run_reference),
@@ -421,6 +433,8 @@ class CampaignWorkChain(WorkChain):
         spec.exit_code(340, 'ERROR_STAGE_RUNS_FAILED',
                        message='Stage {stage} is not converged: its simulation runs failed and nothing was selected '
                        '({message})')  # fmt: skip
+        spec.exit_code(345, 'ERROR_PREPARATION',
+                       message='Stage {stage}: its start configurations could not be prepared: {message}')  # fmt: skip
         spec.exit_code(350, 'ERROR_TOO_MANY_FAILURES',
                        message='{what}: more cDFT runs failed than tolerated ({message}); every good label is kept '
                        '(continue with restart_from)')  # fmt: skip
@@ -676,15 +690,50 @@ class CampaignWorkChain(WorkChain):
         if stage['start'] == 'initial':
             configurations = self.ctx.initial
         else:
+            strains = [] if stage['prepare'] else stage['strains']  # a prepared stage strains after preparing
             params = self._generation(scales=stage['scales'], states=stage['states'], n_random=stage['n_random'],
                                       seed=stage['seed'], n_displaced=0, n_perturbed=0,
-                                      strains=stage['strains'])  # fmt: skip
+                                      strains=strains)  # fmt: skip
             configurations = generate_configurations(params, **{k: self.inputs.structures[k] for k in keys})
         self.ctx.stage_configurations = configurations
         sim = stage['simulation']
         self.report(f'stage {stage["name"]}: {sim["kind"]} of {len(configurations)} configurations '
                     f'(gamma_low {sim.get("gamma_low", "default")}, gamma_up {sim.get("gamma_up", 10.0)})')  # fmt: skip
         self._extras()
+
+    def needs_preparation(self) -> bool:
+        return bool(self.ctx.stages[self.ctx.stage_index]['prepare'])
+
+    def run_preparation(self):
+        """Equilibrate or relax the stage's start cells with the current potential (ungraded: a preparation)."""
+        stage = self.ctx.stages[self.ctx.stage_index]
+        parameters = orm.Dict({**stage['prepare'], 'grading': False})
+        then = 'straining them' if stage['strains'] else 'the stage'
+        self.report(f'stage {stage["name"]}: {stage["prepare"]["kind"]} of its '
+                    f'{len(self.ctx.stage_configurations)} start cells before {then}')  # fmt: skip
+        metadata = {**engine_metadata(self.inputs), 'call_link_label': f'prepare_{stage["name"]}'}
+        inputs = {'code': self.inputs.code, 'potential': self.ctx.potential, 'parameters': parameters,
+                  'configurations': self.ctx.stage_configurations, 'metadata': metadata}  # fmt: skip
+        return ToContext(preparation=self.submit(MmtpSimulateCalculation, **inputs))
+
+    def apply_preparation(self):
+        """The stage starts from the prepared cells, strained where the stage strains."""
+        stage = self.ctx.stages[self.ctx.stage_index]
+        node = self.ctx.preparation
+        runs = node.outputs.report['runs'] if 'report' in node.outputs else []
+        bad = [run for run in runs if run['stop_reason'].startswith('failed')]
+        if not node.is_finished_ok or bad or 'final' not in node.outputs:
+            message = bad[0]['stop_reason'] if bad else why_failed(node)
+            self.ctx.failed = self.exit_codes.ERROR_PREPARATION.format(stage=stage['name'], message=message)
+            return
+        if stage['strains']:
+            self.ctx.stage_configurations = strain_prepared(
+                self.ctx.stage_configurations, node.outputs.final, orm.Dict({'strains': stage['strains']})
+            )
+        else:
+            self.ctx.stage_configurations = node.outputs.final
+        self.report(f'stage {stage["name"]}: {len(self.ctx.stage_configurations)} configurations from the prepared '
+                    'cells')  # fmt: skip
 
     def stage_continues(self) -> bool:
         stage = self.ctx.stages[self.ctx.stage_index]

@@ -8,7 +8,7 @@ from aiida.engine import calcfunction
 
 from ..data.training_set import TrainingSetData
 from ..mtp.configuration import Configuration
-from ..mtp.structures import initial_configurations, strained
+from ..mtp.structures import initial_configurations, perturb_moments, strained
 
 __all__ = [
     'configurations',
@@ -34,6 +34,10 @@ GENERATION = {
     # [[component, magnitude], ...] (Voigt, e.g. ['yz', 0.01]), or {state kind: [...]} (FM, AFM, random): when
     # given, only strained copies; with a mapping, each state gets its own components and states not in it none
     'strains': [],
+    # True: the unperturbed cells (ideal and displaced) are labelled by spin-polarised DFT with free moments (their
+    # state's moments only the start) and the perturbed copies perturb those DFT equilibrium moments (the paper);
+    # False: every moment is the nominal size, perturbed copies included, all labelled by cDFT
+    'equilibrium_moments': False,
 }
 #: The kinds of magnetic state a recipe names (random states are 'random-1', 'random-2', ...).
 STATE_KINDS = ('FM', 'AFM', 'random')
@@ -111,12 +115,18 @@ def configurations(cells: dict[str, Configuration], parameters: dict) -> list[Co
     )  # fmt: skip
     if not p['strains']:
         return configs
-    problem = strains_problem(p['strains'])
+    return apply_strains(configs, p['strains'])
+
+
+def apply_strains(configs: list[Configuration], strains) -> list[Configuration]:
+    """The strained copies of ``configs`` (each with ``features['origin']``), each state's own ``strains`` (see
+    :data:`GENERATION`), in order; ValueError for bad strains."""
+    problem = strains_problem(strains)
     if problem:
         raise ValueError(problem)
     out = []
     for cfg in configs:
-        for component, eps in strain_list(p['strains'], cfg.features['origin'].split(':')[2]):
+        for component, eps in strain_list(strains, cfg.features['origin'].split(':')[2]):
             new = strained(cfg, component, float(eps))
             new.features = {'origin': f'{cfg.features["origin"]}:strain {component} {float(eps):+g}'}
             out.append(new)
@@ -150,3 +160,49 @@ def subset(configurations: TrainingSetData, indices: orm.List) -> TrainingSetDat
     keep = [int(k) for k in indices.get_list()]
     return TrainingSetData([configs[k] for k in keep], configurations.species, fidelity=configurations.fidelity,
                            sources=[sources[k] for k in keep], kpoints=[kpoints[k] for k in keep])  # fmt: skip
+
+
+@calcfunction
+def free_moment_parameters(parameters: orm.Dict) -> orm.Dict:
+    """The cDFT ``parameters`` with no species constrained: a spin-polarised DFT run whose moments start from the
+    targets (spinat) and relax to their self-consistent values (T = 0)."""
+    return orm.Dict({**parameters.get_dict(), 'constrained': []})
+
+
+@calcfunction
+def perturb_labelled(labels: TrainingSetData, parameters: orm.Dict) -> TrainingSetData:
+    """Unlabelled copies of labelled configurations with their (DFT equilibrium) moments perturbed, ``n_perturbed``
+    per label: every moment (mu_B) scaled by a uniform factor in [1 - ``perturbation``, 1 + ``perturbation``], signs
+    kept, seeded by ``seed``. Origins: those of the labels, ``perturbed0`` becoming ``perturbed1``, ``perturbed2``..."""
+    p = generation_settings(parameters.get_dict())
+    rng = np.random.default_rng([int(p['seed']), 1])
+    origins = labels.base.attributes.get('origins', None) or [f'label{k + 1}:perturbed0' for k in range(len(labels))]
+    configs, names = [], []
+    for cfg, origin in zip(labels.get_configurations(), origins):
+        for j in range(1, int(p['n_perturbed']) + 1):
+            new = cfg.clear_labels()
+            new.moments = perturb_moments(cfg.moments, float(p['perturbation']), rng)
+            configs.append(new)
+            names.append(origin.rsplit(':perturbed', 1)[0] + f':perturbed{j}')
+    if not configs:
+        raise ValueError('nothing to perturb: no labels, or n_perturbed 0')
+    out = TrainingSetData(configs, labels.species)
+    out.base.attributes.set('origins', names)
+    return out
+
+
+@calcfunction
+def strain_prepared(start: TrainingSetData, prepared: TrainingSetData, strains: orm.Dict) -> TrainingSetData:
+    """The ``prepared`` configurations (the engine's equilibrated or relaxed ``start``, in the same order: their cells,
+    positions and moments, mu_B) under ``strains['strains']`` (see :data:`GENERATION`), each state's own; origins
+    from ``start``."""
+    origins = start.base.attributes.get('origins')
+    configs = prepared.get_configurations()
+    if len(configs) != len(origins):
+        raise ValueError(f'{len(configs)} prepared configurations for {len(origins)} started')
+    for cfg, origin in zip(configs, origins):
+        cfg.features = {'origin': f'{origin}:prepared'}
+    out_configs = apply_strains(configs, strains['strains'])
+    out = TrainingSetData(out_configs, start.species)
+    out.base.attributes.set('origins', [cfg.features['origin'] for cfg in out_configs])
+    return out

@@ -3,25 +3,33 @@
 Generates the configurations (:func:`generate_configurations`: lattice scales x
 {FM, layered AFM, random 50/50 states}, random displacements, moment
 perturbations; seeded, each configuration's origin recorded) and labels them
-with :class:`CdftLabelWorkChain` (failures recorded, never trained on).
+with :class:`CdftLabelWorkChain` (failures recorded, never trained on). With ``equilibrium_moments`` (the paper's
+recipe), the unperturbed cells are first labelled by spin-polarised DFT with free moments, and the perturbed copies
+take those equilibrium moments.
 """
 
 from __future__ import annotations
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain
+from aiida.engine import ToContext, WorkChain, calcfunction, if_
 
+from ..calculations.functions import merge_training_sets
 from ..data.training_set import TrainingSetData
 from .common import why_failed
-from .functions import GENERATION, generate_configurations
+from .functions import GENERATION, free_moment_parameters, generate_configurations, perturb_labelled
 from .label import CdftLabelWorkChain
 
 __all__ = ['InitialSetWorkChain']
 
 
 class InitialSetWorkChain(WorkChain):
-    """Generate the initial configurations and label them by constrained DFT."""
+    """Generate the initial configurations and label them by constrained DFT.
+
+    With ``equilibrium_moments`` in the recipe (the paper), the unperturbed cells are first labelled by
+    spin-polarised DFT with free moments; their perturbed copies then take those equilibrium moments, perturbed, and
+    are labelled by cDFT. The training set holds both; the failures of both labellings are recorded.
+    """
 
     @classmethod
     def define(cls, spec):
@@ -29,15 +37,52 @@ class InitialSetWorkChain(WorkChain):
         spec.input_namespace('structures', valid_type=orm.StructureData, dynamic=True, help='Cells, by name.')
         spec.input('parameters', valid_type=orm.Dict, help=f'The recipe: {", ".join(GENERATION)}.')
         spec.expose_inputs(CdftLabelWorkChain, namespace='label', exclude=('configurations',))
-        spec.outline(cls.generate, cls.label, cls.results)
+        spec.outline(
+            cls.generate,
+            if_(cls.equilibrium_moments)(cls.label_free, cls.perturb),
+            cls.label,
+            cls.results,
+        )  # fmt: skip
         spec.output('configurations', valid_type=TrainingSetData, help='The generated configurations (no labels).')
         spec.output('training_set', valid_type=TrainingSetData, required=False, help='Those that were labelled.')
         spec.output('failures', valid_type=orm.Dict, required=False, help='Failed cDFT runs (index, run, message).')
+        spec.output('equilibrium_labels', valid_type=TrainingSetData, required=False,
+                    help='With equilibrium_moments: the unperturbed cells labelled with free moments.')  # fmt: skip
         spec.exit_code(400, 'ERROR_LABELLING', message='The labelling failed: {message}')
+        spec.exit_code(410, 'ERROR_EQUILIBRIUM_MOMENTS', message='The free-moment DFT runs failed: {message}')
+
+    def equilibrium_moments(self) -> bool:
+        return bool(self.inputs.parameters.get('equilibrium_moments', False))
 
     def generate(self):
-        self.ctx.configurations = generate_configurations(self.inputs.parameters, **self.inputs.structures)
-        self.out('configurations', self.ctx.configurations)
+        params = self.inputs.parameters
+        if self.equilibrium_moments():
+            params = unperturbed_recipe(params)
+        self.ctx.configurations = generate_configurations(params, **self.inputs.structures)
+        self.ctx.generated = [self.ctx.configurations]
+
+    def label_free(self):
+        inputs = AttributeDict(self.exposed_inputs(CdftLabelWorkChain, 'label'))
+        inputs.cdft = AttributeDict(inputs.cdft)
+        inputs.cdft.abinit = AttributeDict(inputs.cdft.abinit)
+        inputs.cdft.abinit.parameters = free_moment_parameters(inputs.cdft.abinit.parameters)
+        inputs.configurations = self.ctx.configurations
+        inputs.metadata = {'call_link_label': 'equilibrium_moments'}
+        self.report(f'labelling {len(self.ctx.configurations)} unperturbed configurations by DFT with free moments')
+        return ToContext(free=self.submit(CdftLabelWorkChain, **inputs))
+
+    def perturb(self):
+        node = self.ctx.free
+        if 'training_set' not in node.outputs:
+            return self.exit_codes.ERROR_EQUILIBRIUM_MOMENTS.format(message=why_failed(node))
+        labels = node.outputs.training_set
+        self.out('equilibrium_labels', labels)
+        cr = [abs(m) for cfg in labels.get_configurations() for m, t in zip(cfg.moments, cfg.types) if t == 0]
+        self.report(f'equilibrium moments of {len(labels)} cells: |m| of the first species {min(cr):.3f}-'
+                    f'{max(cr):.3f} mu_B; perturbing them')  # fmt: skip
+        self.ctx.configurations = perturb_labelled(labels, self.inputs.parameters)
+        self.ctx.generated.append(self.ctx.configurations)
+        return None
 
     def label(self):
         inputs = AttributeDict(self.exposed_inputs(CdftLabelWorkChain, 'label'))
@@ -46,10 +91,30 @@ class InitialSetWorkChain(WorkChain):
         return ToContext(labels=self.submit(CdftLabelWorkChain, **inputs))
 
     def results(self):
+        generated = self.ctx.generated
+        if len(generated) > 1:
+            generated = [merge_training_sets(**{f'set_{k}': s for k, s in enumerate(generated)})]
+        self.out('configurations', generated[0])
         node = self.ctx.labels
-        for name in ('training_set', 'failures'):
-            if name in node.outputs:
-                self.out(name, node.outputs[name])
+        nodes = [self.ctx.free, node] if 'free' in self.ctx else [node]
+        sets = [n.outputs.training_set for n in nodes if 'training_set' in n.outputs]
+        if len(sets) > 1:
+            self.out('training_set', merge_training_sets(**{f'set_{k}': s for k, s in enumerate(sets)}))
+        elif sets:
+            self.out('training_set', sets[0])
+        failures = [n.outputs.failures for n in nodes if 'failures' in n.outputs]
+        if len(failures) == 1:
+            self.out('failures', failures[0])
+        elif failures:
+            failed = [item for f in failures for item in f['failed']]
+            self.out('failures', orm.Dict({'failed': failed, 'n_failed': len(failed),
+                                           'n_total': sum(f['n_total'] for f in failures)}).store())  # fmt: skip
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_LABELLING.format(message=why_failed(node))
         return None
+
+
+@calcfunction
+def unperturbed_recipe(parameters: orm.Dict) -> orm.Dict:
+    """The recipe without its moment-perturbed copies (``n_perturbed`` 0)."""
+    return orm.Dict({**parameters.get_dict(), 'n_perturbed': 0})
