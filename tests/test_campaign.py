@@ -160,10 +160,18 @@ def test_fast_campaign_converges_with_full_provenance(codes, tmp_path):
     from aiida.common.links import LinkType
     from aiida.engine import run_get_node
 
+    from aiida_mmtp.protocols import get_protocol_inputs
+    from aiida_mmtp.workchains.campaign import ITERATION
+
     # the validation at 10 instead of the protocol's 30 cDFT runs (CI time): FM only, 2 moments, 5 volumes, +-xx
     # (both states and the FM-AFM row: tests/test_reference.py)
     reference = {'states': ['FM'], 'moments': [1.0, 2.0], 'components': ['xx']}
-    _, node = run_get_node(fast_builder(codes, reference=reference))
+    # the shear cells are prepared by an engine job before they are strained (the paper's stage prepares by moment
+    # equilibration; here a relaxation at fixed cell and moments, which leaves the ideal cell as it is, so that the
+    # labels stay those of fast's nominal moments, which converge)
+    stages = get_protocol_inputs('campaign', 'fast')['stages']
+    stages[1]['prepare'] = {'kind': 'relax', 'fixed_cell': True, 'fixed_moments': True}
+    _, node = run_get_node(fast_builder(codes, reference=reference, stages=stages))
     assert node.is_finished_ok, node.exit_message
     summary = node.outputs.summary.get_dict()
     assert summary['converged'] and summary['completed_stages'] == ['equilibrate', 'shear', 'md-300K']
@@ -171,6 +179,14 @@ def test_fast_campaign_converges_with_full_provenance(codes, tmp_path):
     for it in summary['iterations']:
         by_stage.setdefault(it['stage'], []).append(it['selected'])
     assert by_stage.pop('shear') == [2]  # the +-1% strained cells, labelled directly, once
+    prepared = node.base.links.get_outgoing(link_type=LinkType.CALL_CALC, link_label_filter='prepare_shear').one().node
+    assert prepared.is_finished_ok and prepared.inputs.parameters['grading'] is False
+    (strain,) = [n for n in node.called if n.process_label == 'strain_prepared']
+    assert strain.inputs.prepared.uuid == prepared.outputs.final.uuid
+    origins = [o.rsplit(':', 2)[1:] for o in strain.outputs.result.base.attributes.get('origins')]
+    assert origins == [['prepared', 'strain yz +0.01'], ['prepared', 'strain yz -0.01']]
+    (shear,) = [n for n in node.called if n.process_label == ITERATION and n.label.startswith('shear')]
+    assert shear.inputs.configurations.uuid == strain.outputs.result.uuid  # the labelled cells are the prepared ones
     assert all(selected[-1] == 0 for selected in by_stage.values())  # each AL stage ends selecting nothing
     assert sum(sum(s) for s in by_stage.values()) > 0  # and the loop did learn something on the way
     check_provenance(node)
