@@ -72,6 +72,11 @@ def test_bad_campaign_inputs_are_refused_before_anything_runs(codes):
         run(builder)
 
     builder = fast_builder(codes, cdft={'parameters': {'ratsph': {'Cr': 2.2, 'N': 2.0}}})
+    with pytest.raises(ValueError, match=r'cdft: ratsph Cr 2.2 \+ N 2.0 bohr = 2\.22\d A: their spheres overlap for '
+                                         r'Cr-N pairs between 1.7 A \(the potential min_dist\)'):  # fmt: skip
+        run(builder)
+    # Cr + N spheres within R_min (1.69 A), but two Cr spheres (3.07 A) overlap in the cell itself (Cr-Cr 2.93 A)
+    builder = fast_builder(codes, cdft={'parameters': {'ratsph': {'Cr': 2.9, 'N': 0.3}}})
     with pytest.raises(ValueError, match=r'initial configuration 1 \(.*\): .*overlap'):
         run(builder)
 

@@ -73,7 +73,7 @@ class InitialSetWorkChain(WorkChain):
 
     def perturb(self):
         node = self.ctx.free
-        if 'training_set' not in node.outputs:
+        if 'training_set' not in node.outputs or not node.is_finished_ok:  # none, or more failures than tolerated
             return self.exit_codes.ERROR_EQUILIBRIUM_MOMENTS.format(message=why_failed(node))
         labels = node.outputs.training_set
         self.out('equilibrium_labels', labels)
@@ -105,8 +105,9 @@ class InitialSetWorkChain(WorkChain):
         failures = [n.outputs.failures for n in nodes if 'failures' in n.outputs]
         if len(failures) == 1:
             self.out('failures', failures[0])
-        elif failures:
-            failed = [item for f in failures for item in f['failed']]
+        elif failures:  # index: in the free-moment batch, then in the perturbed one
+            names = ('equilibrium_moments', 'perturbed')
+            failed = [{**item, 'batch': name} for name, f in zip(names, failures) for item in f['failed']]
             self.out('failures', orm.Dict({'failed': failed, 'n_failed': len(failed),
                                            'n_total': sum(f['n_total'] for f in failures)}).store())  # fmt: skip
         if not node.is_finished_ok:
