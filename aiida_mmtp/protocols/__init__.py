@@ -27,17 +27,20 @@ def _load(workflow: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def recursive_merge(base: dict, update: dict) -> dict:
+def recursive_merge(base: dict, update: dict, keep_removed: bool = False) -> dict:
     """A copy of ``base`` with ``update`` merged in: nested dicts key by key, everything else replaced;
-    a key set to None in ``update`` is removed (e.g. ``{'cells': {'conventional': None}}``)."""
+    a key set to None in ``update`` is removed (e.g. ``{'cells': {'conventional': None}}``), or with
+    ``keep_removed`` left as it was (the union of every key, for the schema of overrides)."""
     out = copy.deepcopy(base)
     for key, value in update.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = recursive_merge(out[key], value)
-        else:
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = recursive_merge(out[key], value, keep_removed)
+        elif value is not None:
             out[key] = copy.deepcopy(value)
+        elif keep_removed:
+            out.setdefault(key, None)
+        else:
+            out.pop(key, None)
     return out
 
 
@@ -81,7 +84,8 @@ def _campaign_schema(data: dict) -> dict:
 
     schema = copy.deepcopy(data['default_inputs'])
     for protocol in data['protocols'].values():
-        schema = _union(schema, {k: v for k, v in protocol.items() if k not in ('description', 'warning')})
+        protocol = {k: v for k, v in protocol.items() if k not in ('description', 'warning')}
+        schema = recursive_merge(schema, protocol, keep_removed=True)
     generation = {k: None for k in GENERATION if k not in ('species', 'moments')}
     generation['lattice_parameters'] = None  # A, turned into scales of the given cubic cell
     schema['initial'] = {**generation, **schema.get('initial', {})}
@@ -92,17 +96,6 @@ def _campaign_schema(data: dict) -> dict:
     schema['engine_options'] = {}
     schema['stages'] = []
     return schema
-
-
-def _union(base: dict, update: dict) -> dict:
-    """Every key of ``base`` and ``update`` (nested dicts merged), keys a protocol removes (None) kept."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _union(out[key], value)
-        elif key not in out or value is not None:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _check_keys(overrides: dict, schema: dict, path: tuple) -> None:

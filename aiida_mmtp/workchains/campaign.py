@@ -506,7 +506,9 @@ class CampaignWorkChain(WorkChain):
         builder.label.max_concurrent = orm.Int(cdft['max_concurrent'])
         builder.label.max_failure_fraction = orm.Float(cdft['max_failure_fraction'])
         if (cdft.get('kpoints_mesh') is None) == (cdft.get('kpoints_distance') is None):
-            raise ValueError('cdft: give kpoints_mesh (one mesh for every cell) or kpoints_distance (1/A), not both')
+            raise ValueError(
+                'cdft: give exactly one of kpoints_mesh (one mesh for every cell) and kpoints_distance (1/A)'
+            )
         if cdft.get('kpoints_mesh') is not None:
             mesh = orm.KpointsData()
             mesh.set_kpoints_mesh([int(n) for n in cdft['kpoints_mesh']])

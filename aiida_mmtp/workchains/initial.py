@@ -91,17 +91,12 @@ class InitialSetWorkChain(WorkChain):
         return ToContext(labels=self.submit(CdftLabelWorkChain, **inputs))
 
     def results(self):
-        generated = self.ctx.generated
-        if len(generated) > 1:
-            generated = [merge_training_sets(**{f'set_{k}': s for k, s in enumerate(generated)})]
-        self.out('configurations', generated[0])
+        self.out('configurations', _one_set(self.ctx.generated))
         node = self.ctx.labels
         nodes = [self.ctx.free, node] if 'free' in self.ctx else [node]
         sets = [n.outputs.training_set for n in nodes if 'training_set' in n.outputs]
-        if len(sets) > 1:
-            self.out('training_set', merge_training_sets(**{f'set_{k}': s for k, s in enumerate(sets)}))
-        elif sets:
-            self.out('training_set', sets[0])
+        if sets:
+            self.out('training_set', _one_set(sets))
         failures = [n.outputs.failures for n in nodes if 'failures' in n.outputs]
         if len(failures) == 1:
             self.out('failures', failures[0])
@@ -113,6 +108,11 @@ class InitialSetWorkChain(WorkChain):
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_LABELLING.format(message=why_failed(node))
         return None
+
+
+def _one_set(sets: list[TrainingSetData]) -> TrainingSetData:
+    """The only set, or the sets merged in order (a calcfunction, for provenance)."""
+    return sets[0] if len(sets) == 1 else merge_training_sets(**{f'set_{k}': s for k, s in enumerate(sets)})
 
 
 @calcfunction
