@@ -95,6 +95,25 @@ def fitted_reference_potential(magnetic: bool = True) -> Potential:
     return pot
 
 
+@functools.cache
+def fm_fitted_potential():
+    """A level-6 magnetic MTP (symmetric) fitted to 16 rattled 8-atom FM cells of the analytic reference (a = 4.05-4.25
+    A, Cr 1.8-2.6 mu_B up, N within +-0.2 mu_B), and those labelled cells: a potential that never saw a flipped
+    moment."""
+    from aiida_mmtp.mtp.fit import fit
+    from aiida_mmtp.mtp.reference import MagneticPairPotential
+
+    ref, rng = MagneticPairPotential(), np.random.default_rng(0)
+    configs = []
+    for _ in range(16):
+        cfg = rattle(rocksalt(rng.uniform(4.05, 4.25)), 0.05, rng)
+        cfg.moments = np.where(cfg.types == 0, rng.uniform(1.8, 2.6, 8), rng.uniform(-0.2, 0.2, 8))
+        configs.append(ref.label(cfg))
+    pot = Potential.from_level(6, ['Cr', 'N'], n_phi=3, n_psi=2, m_max=[3.2, 0.6], symmetric=True)
+    fit(pot, configs, max_iter=200)
+    return pot, configs
+
+
 @pytest.fixture
 def mmtp_code(aiida_code_installed):
     """The engine's ``mmtp`` command of this environment as a localhost code."""
@@ -109,7 +128,15 @@ def reference_dir() -> Path:
     return REFERENCE
 
 
-__all__ = ['crn_cells', 'fitted_reference_potential', 'magnetic_crn', 'random_potential', 'reference_set', 'supercell']
+__all__ = [
+    'crn_cells',
+    'fitted_reference_potential',
+    'fm_fitted_potential',
+    'magnetic_crn',
+    'random_potential',
+    'reference_set',
+    'supercell',
+]
 
 
 @pytest.fixture

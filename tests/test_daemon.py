@@ -1,5 +1,7 @@
 """Submission through a real daemon: ``aiida-mmtp campaign launch --daemon`` on the embedded default
-(SQLite + aiida-core's ZeroMQ broker) and, where ``.ci/run`` started them, on PostgreSQL + RabbitMQ."""
+(SQLite + aiida-core's ZeroMQ broker) and, where ``.ci/run`` started them, on PostgreSQL + RabbitMQ. Where it
+also started Slurm (``MMTP_TEST_SLURM=1``), the ZeroMQ campaign runs its jobs on the codes of
+``aiida-mmtp setup --slurm``."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
+#: a real Slurm is up (scripts/services.sh start): the ZeroMQ campaign runs its jobs through it
+SLURM = os.environ.get('MMTP_TEST_SLURM') == '1'
 #: a campaign small enough for a test: FM and AFM 8-atom cells, no test set, one iteration of moment equilibration
 TINY = """\
 initial: {states: [FM, AFM], n_perturbed: 0}
@@ -33,6 +37,18 @@ while not node.is_terminated and time.time() < deadline:
     time.sleep(2)
 size = len(node.outputs.training_set) if 'training_set' in node.outputs else 0
 print(node.process_state.value, node.exit_status, size)
+"""
+#: the CalcJobs of a campaign: per kind, how many, on which computers, and those without a scheduler job id
+JOBS = """\
+import json, sys
+from aiida import load_profile, orm
+load_profile(sys.argv[1])
+jobs = [n for n in orm.load_node(int(sys.argv[2])).called_descendants if isinstance(n, orm.CalcJobNode)]
+kinds = {}
+for n in jobs:
+    kinds[n.process_label] = kinds.get(n.process_label, 0) + 1
+print(json.dumps({'kinds': kinds, 'computers': sorted({n.computer.label for n in jobs}),
+                  'without_job_id': [f'{n.process_label}<{n.pk}>' for n in jobs if not n.get_job_id()]}))
 """
 
 
@@ -109,15 +125,18 @@ def _run(args, env, check=True, timeout=300):
     return done
 
 
-def _campaign_through_daemon(tmp_path: Path, profile: str, env: dict) -> None:
-    """Launch the tiny campaign with --daemon, wait for it, and check the result and the CLI's view of it."""
+def _campaign_through_daemon(tmp_path: Path, profile: str, env: dict, slurm: bool = False) -> None:
+    """Launch the tiny campaign with --daemon, wait for it, and check the result and the CLI's view of it; with
+    ``slurm``, on abinit@slurm and mmtp@slurm, and every CalcJob of it is a Slurm job."""
     overrides = tmp_path / 'tiny.yaml'
     overrides.write_text(TINY)
-    _run([BIN / 'aiida-mmtp', 'setup', '-p', profile, '--no-paw'], env)
+    on_slurm = ['--slurm', '--slurm-work-dir', tmp_path / 'slurm-work'] if slurm else []
+    codes = ['--abinit-code', 'abinit@slurm', '--mmtp-code', 'mmtp@slurm'] if slurm else []
+    _run([BIN / 'aiida-mmtp', 'setup', '-p', profile, '--no-paw', *on_slurm], env)
     _run([BIN / 'verdi', '-p', profile, 'daemon', 'start', '1'], env)
     try:
         launched = _run([BIN / 'aiida-mmtp', 'campaign', 'launch', '-p', profile, '--protocol', 'fast', '--daemon',
-                         '--overrides', overrides], env)  # fmt: skip
+                         '--overrides', overrides, *codes], env)  # fmt: skip
         pk = int(re.search(r'CampaignWorkChain<(\d+)>', launched.stdout).group(1))
         (tmp_path / 'wait.py').write_text(WAIT)
         state = _run([sys.executable, tmp_path / 'wait.py', profile, pk, 400], env, timeout=450).stdout.split()
@@ -130,6 +149,13 @@ def _campaign_through_daemon(tmp_path: Path, profile: str, env: dict) -> None:
     assert 'equilibrate' in status and f'<{pk}>' in status
     listed = _run([BIN / 'verdi', '-p', profile, 'process', 'list', '-a', '-p', '1'], env).stdout
     assert 'CampaignWorkChain' in listed and 'CdftCalculation' in listed
+    if slurm:
+        (tmp_path / 'jobs.py').write_text(JOBS)
+        jobs = json.loads(_run([sys.executable, tmp_path / 'jobs.py', profile, pk], env).stdout)
+        assert jobs['computers'] == ['slurm'] and not jobs['without_job_id'], jobs  # each CalcJob: a Slurm job
+        kinds = jobs['kinds']
+        assert kinds.get('CdftCalculation', 0) >= 4 and kinds.get('MmtpTrainCalculation', 0) >= 1, jobs
+        assert kinds.get('MmtpSimulateCalculation', 0) >= 1, jobs
 
 
 def _env(tmp_path: Path) -> dict:
@@ -138,8 +164,9 @@ def _env(tmp_path: Path) -> dict:
 
 @pytest.mark.slow
 def test_campaign_through_the_daemon_with_the_zeromq_broker(tmp_path):
+    """On localhost, or through Slurm where it is up (one campaign either way: CI time)."""
     env = _env(tmp_path)
-    _campaign_through_daemon(tmp_path, 'zmq', env)
+    _campaign_through_daemon(tmp_path, 'zmq', env, slurm=SLURM)
     show = _run([BIN / 'verdi', '-p', 'zmq', 'profile', 'show', 'zmq'], env).stdout
     assert 'core.zeromq' in show and 'core.sqlite_dos' in show
 

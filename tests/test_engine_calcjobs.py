@@ -83,8 +83,15 @@ def test_md_is_graded_and_maxvol_selects_from_what_it_preselected(fitted, mmtp_c
 
     selected, sel = run_get_node(MmtpSelectCalculation, code=mmtp_code, potential=results['potential'],
                                  active_set=results['active_set'], candidates=preselected,
-                                 parameters=orm.Dict({'max_selected': 3}))  # fmt: skip
+                                 parameters=orm.Dict({'max_selected': 3}),
+                                 metadata={'options': {'resources': {'num_machines': 1,
+                                                                     'num_mpiprocs_per_machine': 2}}})  # fmt: skip
     assert sel.is_finished_ok, sel.exit_message
+    # an engine job runs on the cores its resources give it: 2 here, 1 by default (the MD jobs above)
+    assert sel.outputs.retrieved.get_object_content('select.log').splitlines()[0] == 'mmtp select: 2 threads'
+    md_logs = [calc.outputs.retrieved.get_object_content('simulate.log') for calc in node.called_descendants
+               if calc.process_label == 'MmtpSimulateCalculation']  # fmt: skip
+    assert md_logs and all(log.splitlines()[0] == 'mmtp md: 1 threads' for log in md_logs)
     rep = selected['report'].get_dict()
     assert 1 <= rep['n_selected'] <= 3 and rep['n_candidates'] == len(preselected)
     picked = preselected.get_configurations()

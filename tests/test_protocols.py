@@ -64,9 +64,41 @@ def test_each_protocol_builds_a_valid_campaign(codes, protocol, cells, n_params,
         params = builder.label.cdft.abinit.parameters.get_dict()
         assert params['dftu'] == {'Cr': [2, 3.0, 0.0]} and params['ecut'] == 20 and params['tolvrs'] == 1e-8
         assert builder.train_settings['weights'][2] == 0.0  # no stress labels: unconverged at 20 Ha
+        # the k-converged mesh (docs/convergence.md: 2x2x2 is 100 meV/atom off), one k-point set for both cells
+        from aiida_mmtp.workchains.label import mesh_of
+
+        rule = {'distance': builder.label.cdft.kpoints_distance.value}
+        assert mesh_of(builder.structures['conventional'].cell, rule) == [8, 8, 8]
+        assert mesh_of(builder.structures['long'].cell, rule) == [8, 8, 4]
         assert 'warnings' not in builder or not builder.warnings
     if protocol == 'paper':
         params = builder.label.cdft.abinit.parameters.get_dict()
         assert params['dftu'] == {'Cr': [2, 3.0, 0.0]} and params['ecut'] == 25
         assert all(p.filename.endswith('.xml') for p in builder.label.cdft.abinit.pseudos.values())  # PAW
         assert builder.potential.base.attributes.get('moment_ranges')[1][1] == pytest.approx(0.1)
+
+
+def test_cores_of_the_abinit_and_engine_jobs_come_from_the_protocol(codes):
+    import os
+
+    from aiida_mmtp.workchains.campaign import CampaignWorkChain
+
+    fast = CampaignWorkChain.get_builder_from_protocol(*codes, protocol='fast')
+    options = fast.label.cdft.abinit.metadata.options
+    assert options['resources']['num_mpiprocs_per_machine'] == 1 and options['withmpi'] is False
+    # the localhost computer runs jobs directly: an engine job gets every core of the machine
+    assert fast.engine_options['resources']['num_mpiprocs_per_machine'] == os.cpu_count()
+    workstation = CampaignWorkChain.get_builder_from_protocol(*codes, protocol='workstation')
+    options = workstation.label.cdft.abinit.metadata.options
+    assert options['resources']['num_mpiprocs_per_machine'] == 2 and options['withmpi'] is True
+    assert workstation.label.max_concurrent.value == 1
+    given = CampaignWorkChain.get_builder_from_protocol(
+        *codes, protocol='fast', overrides={'engine_cores': 3, 'engine_options': {'max_wallclock_seconds': 600}}
+    )
+    assert given.engine_options.get_dict() == {
+        'max_wallclock_seconds': 600, 'resources': {'num_machines': 1, 'num_mpiprocs_per_machine': 3}
+    }  # fmt: skip
+    for overrides, message in (({'engine_cores': 0}, 'engine_cores must be at least 1, got 0'),
+                               ({'cdft': {'mpiprocs': 0}}, 'cdft.mpiprocs must be at least 1, got 0')):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            CampaignWorkChain.get_builder_from_protocol(*codes, protocol='fast', overrides=overrides)

@@ -21,7 +21,14 @@ from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
 from ..data.training_set import TrainingSetData
 
-__all__ = ['SIMULATION_PARAMETERS', 'MmtpEngineCalculation', 'MmtpSelectCalculation', 'MmtpSimulateCalculation']
+__all__ = [
+    'SIMULATION_PARAMETERS',
+    'SPIN_KINDS',
+    'MmtpEngineCalculation',
+    'MmtpSelectCalculation',
+    'MmtpSimulateCalculation',
+    'job_threads',
+]
 
 #: Parameters of ``mmtp.simulate`` per kind, with their command-line options (None: the engine's default).
 SIMULATION_PARAMETERS = {
@@ -34,8 +41,17 @@ SIMULATION_PARAMETERS = {
         'friction': '--friction',
         'ensemble': '--ensemble',
         'seed': '--seed',
+        'spin_moves': '--spin-moves',  # dlm | mdmc: moves of the sign pattern (aiida_mmtp.mtp.spinflip)
+        'spin_every': '--spin-every',
+        'flip_attempts': '--flip-attempts',
+        'up_fraction': '--up-fraction',
     },  # fmt: skip
 }
+#: MD with moves of the sign pattern, as kinds of their own (campaign stages ``dlm-md``, ``mdmc``): the engine's
+#: ``md --spin-moves dlm|mdmc`` with every md parameter but ``spin_moves``.
+SPIN_KINDS = {'dlm-md': 'dlm', 'mdmc': 'mdmc'}
+for _kind in SPIN_KINDS:
+    SIMULATION_PARAMETERS[_kind] = {k: v for k, v in SIMULATION_PARAMETERS['md'].items() if k != 'spin_moves'}
 _COMMON = {'gamma_low': '--gamma-low', 'gamma_up': '--gamma-up', 'stop_all': '--stop-all'}
 #: Ranges of the numeric simulation parameters: (lowest allowed, whether the lowest itself is allowed).
 _RANGES = {
@@ -47,6 +63,9 @@ _RANGES = {
     'temperature': (0.0, True),
     'timestep': (0.0, False),
     'friction': (0.0, True),
+    'spin_every': (1, True),
+    'flip_attempts': (1, True),
+    'up_fraction': (0.0, True),
 }
 
 
@@ -79,7 +98,18 @@ def simulation_problem(params: dict) -> str | None:
         return f'gamma_low ({low}) must not exceed gamma_up ({up})'
     if params.get('ensemble', 'nvt') not in ('nvt', 'nve'):
         return f"ensemble must be 'nvt' or 'nve', got {params['ensemble']!r}"
+    if params.get('spin_moves', 'dlm') not in ('dlm', 'mdmc'):
+        return f"spin_moves must be 'dlm' or 'mdmc', got {params['spin_moves']!r}"
+    if params.get('up_fraction', 0.0) > 1:
+        return f'up_fraction must lie in [0, 1], got {params["up_fraction"]}'
     return None
+
+
+def job_threads(resources: dict) -> int:
+    """Threads of one engine job: the cores its resources give it on its machine, i.e. ``num_mpiprocs_per_machine``
+    (or ``tot_num_mpiprocs``) times ``num_cores_per_mpiproc``; the job runs one process, its numba kernels use them."""
+    slots = resources.get('num_mpiprocs_per_machine') or resources.get('tot_num_mpiprocs') or 1
+    return max(1, int(slots) * int(resources.get('num_cores_per_mpiproc') or 1))
 
 
 class MmtpEngineCalculation(CalcJob):
@@ -110,6 +140,9 @@ class MmtpEngineCalculation(CalcJob):
         calcinfo = CalcInfo()
         calcinfo.codes_info = codes
         calcinfo.retrieve_list = list(retrieve) + [log for _, log in commands]
+        threads = job_threads(self.node.get_option('resources'))
+        # after the computer's and the code's prepend text (which may set OMP_NUM_THREADS=1 for ABINIT's sake)
+        calcinfo.prepend_text = f'export NUMBA_NUM_THREADS={threads} OMP_NUM_THREADS={threads}'
         return calcinfo
 
     def _write_potential(self, folder) -> None:
@@ -139,9 +172,9 @@ def validate_select(value, ctx) -> str | None:
     if ('training_set' in value) == ('active_set' in value):
         return 'give either `training_set` (to build the active set) or `active_set`, not both and not neither'
     params = value['parameters'].get_dict() if 'parameters' in value else {}
-    unknown = sorted(set(params) - {'max_selected', 'fill'})
+    unknown = sorted(set(params) - {'max_selected', 'fill', 'neighborhoods'})
     if unknown:
-        return f'unknown parameters: {", ".join(unknown)} (known: max_selected, fill)'
+        return f'unknown parameters: {", ".join(unknown)} (known: max_selected, fill, neighborhoods)'
     if params.get('max_selected') is not None and int(params['max_selected']) < 1:
         return f'max_selected must be at least 1, got {params["max_selected"]}'
     if 'active_set' in value and 'potential' in value:
@@ -168,7 +201,12 @@ class MmtpSelectCalculation(MmtpEngineCalculation):
         spec.input('training_set', valid_type=TrainingSetData, required=False, help='Builds the active set.')
         spec.input('active_set', valid_type=ActiveSetData, required=False, help='An active set of this potential.')
         spec.input('candidates', valid_type=TrainingSetData, required=False, help='Preselected configurations.')
-        spec.input('parameters', valid_type=orm.Dict, required=False, help='max_selected, fill (unit-row diagonal)')
+        spec.input(
+            'parameters',
+            valid_type=orm.Dict,
+            required=False,
+            help='max_selected, fill (unit-row diagonal), neighborhoods (per-atom rows, with training_set)',
+        )
         spec.inputs.validator = validate_select
         spec.inputs['metadata']['options']['parser_name'].default = 'mmtp.select'
         spec.output('active_set', valid_type=ActiveSetData, help='The active set (updated by the selected rows).')
@@ -189,6 +227,8 @@ class MmtpSelectCalculation(MmtpEngineCalculation):
             args += ['--als', self._ALS_IN]
         if params.get('fill') is not None:
             args += ['--fill', str(float(params['fill']))]
+        if params.get('neighborhoods') and 'training_set' in self.inputs:
+            args.append('--neighborhoods')
         if 'candidates' in self.inputs:
             self.inputs.candidates.export_cfg(folder.get_abs_path(self._CANDIDATES))
             args += ['--candidates', self._CANDIDATES, '--selected', self._SELECTED]
@@ -236,7 +276,8 @@ class MmtpSimulateCalculation(MmtpEngineCalculation):
             help='kind (equilibrate, relax, md), gamma_low, gamma_up, stop_all, grading, and per kind: '
             'equilibrate tol (eV/mu_B), steps; relax fmax (eV/A), steps, fixed_cell, fixed_moments (skip the first '
             'stage, moment equilibration); '
-            'md temperature (K), timestep (fs), steps, friction (1/fs), ensemble, seed.',
+            'md temperature (K), timestep (fs), steps, friction (1/fs), ensemble, seed, spin_moves (dlm or mdmc), '
+            'spin_every (steps), flip_attempts, up_fraction; dlm-md and mdmc: md with spin_moves dlm or mdmc.',
         )
         spec.inputs.validator = validate_simulate
         spec.inputs['metadata']['options']['parser_name'].default = 'mmtp.simulate'
@@ -252,9 +293,12 @@ class MmtpSimulateCalculation(MmtpEngineCalculation):
         params = self.inputs.parameters.get_dict()
         kind = params['kind']
         self.inputs.configurations.export_cfg(folder.get_abs_path(self._START))
-        args = [kind, self._POTENTIAL_IN, self._START, '--output', self._FINAL, '--preselected', self._PRESELECTED,
+        command = 'md' if kind in SPIN_KINDS else kind
+        args = [command, self._POTENTIAL_IN, self._START, '--output', self._FINAL, '--preselected', self._PRESELECTED,
                 '--report', self._REPORT, '--trajectory', self._TRAJECTORY,
                 '--species', *self.inputs.potential.species]  # fmt: skip
+        if kind in SPIN_KINDS:
+            args += ['--spin-moves', SPIN_KINDS[kind]]
         if params.get('grading', True):
             self._write_active_set(folder, self._ALS_IN)
             args += ['--als', self._ALS_IN]

@@ -20,13 +20,15 @@ __all__ = ['SETTINGS', 'MmtpTrainCalculation']
 
 #: Keys of the ``settings`` input: loss weights (energy, forces, stress, magnetic forces; the paper's
 #: 1, 0.01, 0.001, 0.1), iteration cap, relative tolerance, whether to restart from least squares,
-#: and whether to build the active set of the fitted potential too.
+#: whether to build the active set of the fitted potential too, and whether its rows are per atom
+#: (``neighborhoods``: MLIP-3's neighbourhood selection; the active-set file keeps the mode for every later job).
 SETTINGS = {
     'weights': None,
     'max_iter': None,
     'tol': None,
     'reinit_linear': False,
     'active_set': False,
+    'neighborhoods': False,
     'earlier': None,
 }
 
@@ -111,5 +113,6 @@ class MmtpTrainCalculation(MmtpEngineCalculation):
         commands = [(args, self._LOG)]
         if settings['active_set']:
             select = ['select', self._POTENTIAL_OUT, '--train', self._TRAIN, '--output', self._ALS_OUT]
+            select += ['--neighborhoods'] if settings['neighborhoods'] else []
             commands.append((select + ['--species', *species], self._SELECT_LOG))
         return self._calcinfo(commands, [self._POTENTIAL_OUT, self._REPORT, self._ALS_OUT])

@@ -142,7 +142,10 @@ def launch(profile, protocol, structure_file, overrides, max_iterations, restart
 @click.argument('identifier', required=False)
 @click.option('-p', '--profile', default=None)
 def status(identifier, profile):
-    """Progress of a campaign (default: the newest): per iteration, candidates, selected, failed, grade, RMSEs."""
+    """Progress of a campaign (default: the newest): per iteration, candidates, selected, failed, grade, RMSEs; the
+    jobs in flight (preparing, queued, running, retrieving)."""
+    from ..workchains.campaign import jobs_in_flight
+
     _load(profile)
     node = _campaign_node(identifier)
     state = node.process_state.value if node.process_state else 'unknown'
@@ -165,11 +168,40 @@ def status(identifier, profile):
     for k, it in enumerate(extras.get('iterations', []), start=1):
         if it.get('fit_note'):
             click.echo(f'fit quality, iteration {k}: {it["fit_note"]}')
+    if not node.is_terminated:
+        for line in job_lines(jobs_in_flight(node)):
+            click.echo(line)
     if 'reference' in node.outputs:
         for line in validation_lines(node.outputs.reference.get_dict()):
             click.echo(line)
     if node.is_finished:
         click.echo(_where(node))
+
+
+def job_lines(phases: dict) -> list[str]:
+    """Where the campaign's unfinished jobs are (``jobs_in_flight``): one line per phase, with pk, scheduler job id
+    and what each job is."""
+    if not phases:
+        return ['jobs: none in flight']
+    total = sum(len(calcs) for calcs in phases.values())
+    lines = [f'jobs: {total} in flight: ' + ', '.join(f'{len(calcs)} {phase}' for phase, calcs in phases.items())]
+    for phase, calcs in phases.items():
+        for calc in calcs:
+            job = calc.get_job_id()
+            lines.append(f'  {phase:14} {calc.process_label}<{calc.pk}>' + (f' job {job}' if job else '')
+                         + _called_as(calc))  # fmt: skip
+    return lines
+
+
+def _called_as(calc) -> str:
+    """`` (CdftBaseWorkChain label_c00003)``: what called the job, under which call link."""
+    from aiida.common.links import LinkType
+
+    caller = calc.caller
+    if caller is None:
+        return ''
+    link = caller.base.links.get_incoming(link_type=LinkType.CALL_WORK).first()
+    return f' ({caller.process_label}' + (f' {link.link_label})' if link else ')')
 
 
 def validation_lines(comparison: dict) -> list[str]:

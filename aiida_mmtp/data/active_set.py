@@ -13,11 +13,12 @@ __all__ = ['ActiveSetData']
 
 
 class ActiveSetData(orm.SinglefileData):
-    """The m x m matrix A (and A^-1) of the most linearly independent rows dE/dtheta / N.
+    """The m x m matrix A (and A^-1) of the most linearly independent rows dE/dtheta / N (or, in neighbourhood
+    mode, dV_i/dtheta of single atoms).
 
     Attributes (queryable): ``n_params`` (m), ``params_hash`` (the parameters it belongs to: a potential
-    refitted needs a new active set) and ``n_from_training`` (rows that are training configurations,
-    the others being unit rows).
+    refitted needs a new active set), ``n_from_training`` (rows that are training configurations,
+    the others being unit rows) and ``neighborhoods`` (per-atom rows).
     """
 
     FILENAME = 'active_set.als'
@@ -27,6 +28,7 @@ class ActiveSetData(orm.SinglefileData):
         self.base.attributes.set('n_params', int(active_set.a.shape[0]))
         self.base.attributes.set('params_hash', active_set.potential)
         self.base.attributes.set('n_from_training', int(np.count_nonzero(active_set.source >= 0)))
+        self.base.attributes.set('neighborhoods', bool(active_set.neighborhoods))
 
     @classmethod
     def from_file(cls, path) -> ActiveSetData:

@@ -164,22 +164,23 @@ def _format_errors(err: dict) -> str:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from .selection import ActiveSet, b_rows
+    from .selection import ActiveSet
 
     pot = read_mtp(args.potential, args.species)
     report = {'n_params': pot.n_params}
     if args.train:
-        als = ActiveSet.build(pot, read_cfg(args.train), fill=args.fill)
+        als = ActiveSet.build(pot, read_cfg(args.train), fill=args.fill, neighborhoods=args.neighborhoods)
         report['n_from_training'] = n_train = int(np.count_nonzero(als.source >= 0))
-        print(f'select: active set of {pot.n_params} rows, {n_train} from the training set')
+        per = ' (neighbourhood rows)' if als.neighborhoods else ''
+        print(f'select: active set of {pot.n_params} rows{per}, {n_train} from the training set')
     else:
         als = ActiveSet.load(args.als or _default_als(args.potential))
         als.check(pot)
     if args.candidates:
         candidates = read_cfg(args.candidates)
-        rows = b_rows(pot, candidates, f'{args.candidates} configuration')
+        rows, owner = als.rows(pot, candidates, f'{args.candidates} configuration')
         grades = als.grades(rows) if len(rows) else np.zeros(0)
-        als, chosen = als.select(rows, max_new=args.max)
+        als, chosen = als.select(rows, owner=owner, max_new=args.max)
         write_cfg([candidates[k] for k in chosen], args.selected)
         report.update(n_candidates=len(candidates), n_selected=len(chosen), selected=[int(k) for k in chosen],
                       max_grade=float(grades.max()) if len(grades) else 0.0)  # fmt: skip
@@ -195,13 +196,13 @@ def _default_als(potential: str) -> str:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from .selection import ActiveSet, b_rows
+    from .selection import ActiveSet
 
     pot = read_mtp(args.potential, args.species)
     als = ActiveSet.load(args.als or _default_als(args.potential))
     als.check(pot)
     configs = _read_some(args.input)
-    grades = als.grades(b_rows(pot, configs, f'{args.input} configuration'))
+    grades = als.config_grades(pot, configs, f'{args.input} configuration')  # per atom in neighbourhood mode
     for cfg, gamma in zip(configs, grades):
         cfg.features['MV_grade'] = repr(float(gamma))
     write_cfg(configs, args.output)
@@ -213,6 +214,7 @@ def _simulate(args: argparse.Namespace, kind: str) -> int:
     from .ase_io import write_extxyz
     from .selection import ActiveSet
     from .simulate import Grader, equilibrate_moments, print_md_progress, relax, run_md
+    from .spinflip import SpinMoves
 
     pot = read_mtp(args.potential, args.species)
     als = None
@@ -229,15 +231,24 @@ def _simulate(args: argparse.Namespace, kind: str) -> int:
             out, rep = relax(pot, cfg, grader, fmax=args.fmax, relax_cell=not args.fixed_cell, steps=args.steps,
                              trajectory=traj, equilibrate=not args.fixed_moments)  # fmt: skip
         else:
+            spin = None
+            if args.spin_moves:
+                spin = SpinMoves(args.spin_moves, every=args.spin_every, attempts=args.flip_attempts,
+                                 up_fraction=args.up_fraction)  # fmt: skip
             out, rep = run_md(pot, cfg, grader, temperature=args.temperature, timestep=args.timestep, steps=args.steps,
                               friction=args.friction, seed=args.seed + k, ensemble=args.ensemble, trajectory=traj,
                               progress=print_md_progress if args.progress else None,
-                              progress_every=args.progress)  # fmt: skip
+                              progress_every=args.progress, spin=spin)  # fmt: skip
         finals.append(out)
         frames += traj
         reports.append({'configuration': k + 1, **rep.as_dict()})
-        print(f'{kind}: configuration {k + 1}: {rep.stop_reason} after {rep.steps} steps, '
-              f'run max grade {rep.max_grade:.3g}, {rep.n_preselected} preselected so far', flush=True)  # fmt: skip
+        moved = ''
+        if rep.spin_moves:
+            moves = rep.spin_moves
+            moved = (f', {moves["redrawn"]} patterns redrawn' if moves['kind'] == 'dlm' else
+                     f', {moves["accepted"]} of {moves["attempts"]} flips accepted')  # fmt: skip
+        print(f'{kind}: configuration {k + 1}: {rep.stop_reason} after {rep.steps} steps, run max grade '
+              f'{rep.max_grade:.3g}, {rep.n_preselected} preselected so far{moved}', flush=True)  # fmt: skip
         if rep.stop_reason == 'extrapolation' and args.stop_all:
             break
     if args.output:
@@ -383,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--selected', default='selected.cfg', help='where to write the selected candidates')
     p.add_argument('--max', type=int, help='select at most this many')
     p.add_argument('--fill', type=float, default=1.0, help='diagonal of the unit rows that fill a small set')
+    p.add_argument(
+        '--neighborhoods',
+        action='store_true',
+        help='with --train: per-atom rows (MLIP-3 neighbourhood selection); kept in the active-set file',
+    )
     p.add_argument('--output', help='where to write the (updated) active set (default: POT.als)')
     p.add_argument('--report', help='JSON: parameters, rows from training, candidates, selected indices')
     p.add_argument('--species', nargs='+')
@@ -428,6 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument('--ensemble', choices=['nvt', 'nve'], default='nvt')
             p.add_argument('--seed', type=int, default=0)
             p.add_argument('--progress', type=int, default=0, metavar='N', help='report every N steps')
+            p.add_argument(
+                '--spin-moves',
+                choices=['dlm', 'mdmc'],
+                help='move the sign pattern: dlm (redraw it at random) or mdmc (Metropolis spin flips)',
+            )
+            p.add_argument('--spin-every', type=int, default=10, metavar='N', help='MD steps between sign moves')
+            p.add_argument('--flip-attempts', type=int, default=1, help='mdmc: flips tried per move')
+            p.add_argument('--up-fraction', type=float, default=0.5, help='dlm: fraction of moments up per species')
         p.set_defaults(func=lambda a, kind=kind: _simulate(a, kind))
 
     p = sub.add_parser('properties', help='properties of a potential: state average, elastic, phonons, qha')
@@ -458,10 +482,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: commands that do no heavy numerics (their output is read by programs: no thread line)
+QUIET_COMMANDS = ('info', 'new')
+
+
 @single_blas_thread
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command not in QUIET_COMMANDS:
+        import numba
+
+        # a job's log says how many cores its numerics used (the plugin sets NUMBA_NUM_THREADS from its resources)
+        print(f'mmtp {args.command}: {numba.get_num_threads()} threads', flush=True)
     try:
         return args.func(args)
     except (ValueError, OSError) as exc:

@@ -12,7 +12,7 @@ from .kernels import evaluate_atoms
 from .neighbors import neighbor_list
 from .potential import Potential
 
-__all__ = ['Result', 'evaluate', 'check_configuration', 'prepare']
+__all__ = ['Result', 'check_configuration', 'evaluate', 'prepare', 'site_gradients']
 
 
 @dataclass
@@ -145,9 +145,9 @@ def evaluate(
     types = np.ascontiguousarray(cfg.types, dtype=np.int64)
     n_chunks = min(n_threads or numba.get_num_threads(), numba.get_num_threads(), cfg.natoms)
     symmetric = pot.symmetric if symmetric is None else symmetric
-    site, forces, virial, dedm, grad = _raw(pot, types, moments, neigh, gradient, n_chunks)
+    site, forces, virial, dedm, grad, _ = _raw(pot, types, moments, neigh, gradient, n_chunks)
     if symmetric and pot.is_magnetic:
-        site2, forces2, virial2, dedm2, grad2 = _raw(pot, types, -moments, neigh, gradient, n_chunks)
+        site2, forces2, virial2, dedm2, grad2, _ = _raw(pot, types, -moments, neigh, gradient, n_chunks)
         site = 0.5 * (site + site2)
         forces = 0.5 * (forces + forces2)
         virial = 0.5 * (virial + virial2)
@@ -155,3 +155,14 @@ def evaluate(
         grad = 0.5 * (grad + grad2)
     mag_forces = -dedm if pot.is_magnetic else np.zeros(cfg.natoms)
     return Result.from_arrays(cfg, site, forces, virial, mag_forces, grad if gradient else None)
+
+
+def site_gradients(pot: Potential, cfg: Configuration, *, label: str = 'configuration') -> np.ndarray:
+    """dV_i/dtheta of every atom's site energy, shape (N, n_params), in the potential's energy mode (symmetric:
+    the mean over M and -M); their sum over atoms is :func:`evaluate`'s ``grad``. MLIP-3's neighbourhood rows."""
+    moments, neigh = prepare(pot, cfg, label)
+    types = np.ascontiguousarray(cfg.types, dtype=np.int64)
+    rows = _raw(pot, types, moments, neigh, True, cfg.natoms)[5]
+    if pot.symmetric and pot.is_magnetic:
+        rows = 0.5 * (rows + _raw(pot, types, -moments, neigh, True, cfg.natoms)[5])
+    return rows

@@ -402,9 +402,9 @@ def evaluate_atoms(
 ):  # fmt: skip
     """All atoms of one configuration, atoms split into ``n_chunks`` parallel chunks.
 
-    Returns ``(site_e (N,), forces (N, 3), virial (6,), dedm (N,), grad (n_params,))``
-    with ``virial`` = -sum_p dV/dvec_p (x) vec_p in Voigt order (eV) and
-    ``dedm`` = dE/dm (eV/mu_B).
+    Returns ``(site_e (N,), forces (N, 3), virial (6,), dedm (N,), grad (n_params,), grads (n_chunks, n_params))``
+    with ``virial`` = -sum_p dV/dvec_p (x) vec_p in Voigt order (eV), ``dedm`` = dE/dm (eV/mu_B), and ``grads``
+    the parameter gradient of each chunk's site energies (with ``n_chunks`` = N: dV_i/dtheta of each atom).
     """
     n = types.shape[0]
     n_pairs = nbr.shape[0]
@@ -431,4 +431,4 @@ def evaluate_atoms(
     grad = np.zeros(n_params if need_grad else 0)
     for c in range(n_chunks):
         grad += grads[c]
-    return site_e, forces, virial, dedm, grad
+    return site_e, forces, virial, dedm, grad, grads

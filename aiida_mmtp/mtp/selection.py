@@ -8,6 +8,11 @@ c = b A^-1, replacing row j by b multiplies |det A| by |c_j|, so swaps are
 made while max |c| > 1 + tol. The extrapolation grade is gamma(x) = max_j |c_j|.
 When the training set has fewer rows than parameters, the missing rows are
 unit rows (``fill`` on the diagonal).
+
+Neighbourhood mode (MLIP-3's per-atom selection, ``neighborhoods=True``): the
+rows are the site-energy gradients dV_i/dtheta of every atom, and a
+configuration's grade is the largest grade of its atoms. One distorted site in
+a large cell then counts fully instead of 1/N.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ import numpy as np
 import scipy.linalg
 
 from .configuration import Configuration
-from .evaluate import evaluate
+from .evaluate import evaluate, site_gradients
 from .potential import Potential
 
-__all__ = ['ActiveSet', 'b_rows', 'maxvol', 'params_hash']
+__all__ = ['ActiveSet', 'b_rows', 'grading_rows', 'maxvol', 'params_hash', 'site_rows']
 
 
 def params_hash(pot: Potential) -> str:
@@ -41,6 +46,28 @@ def b_rows(pot: Potential, configs: Sequence[Configuration], label: str = 'confi
     for k, cfg in enumerate(configs):
         rows[k] = evaluate(pot, cfg, gradient=True, label=f'{label} {k + 1}').grad / cfg.natoms
     return rows
+
+
+def site_rows(
+    pot: Potential, configs: Sequence[Configuration], label: str = 'configuration'
+) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbourhood rows dV_i/dtheta of every atom of every configuration, shape (sum N_k, n_params), and the
+    index of the configuration each row belongs to, shape (sum N_k,)."""
+    blocks = [site_gradients(pot, cfg, label=f'{label} {k + 1}') for k, cfg in enumerate(configs)]
+    if not blocks:
+        return np.empty((0, pot.n_params)), np.empty(0, dtype=np.int64)
+    owner = np.concatenate([np.full(len(b), k, dtype=np.int64) for k, b in enumerate(blocks)])
+    return np.concatenate(blocks), owner
+
+
+def grading_rows(
+    pot: Potential, configs: Sequence[Configuration], neighborhoods: bool, label: str = 'configuration'
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (K, n_params) and the configuration of each row (K,): :func:`b_rows` (one per configuration), or
+    :func:`site_rows` (one per atom) with ``neighborhoods``."""
+    if neighborhoods:
+        return site_rows(pot, configs, label)
+    return b_rows(pot, configs, label), np.arange(len(configs), dtype=np.int64)
 
 
 @nb.njit(parallel=True, cache=True, error_model='numpy')
@@ -131,21 +158,30 @@ class ActiveSet:
 
     a: (m, m) rows; a_inv: its inverse; source: (m,) index of the training
     configuration of each row (-1: a unit fill row); potential: fingerprint
-    of the parameters it was built for.
+    of the parameters it was built for; neighborhoods: rows are per-atom
+    (dV_i/dtheta) instead of per-configuration (dE/dtheta / N).
     """
 
     a: np.ndarray
     a_inv: np.ndarray
     source: np.ndarray
     potential: str
+    neighborhoods: bool = False
 
     @classmethod
     def build(
-        cls, pot: Potential, training: Sequence[Configuration], *, fill: float = 1.0, tol: float = 1e-3
+        cls,
+        pot: Potential,
+        training: Sequence[Configuration],
+        *,
+        fill: float = 1.0,
+        tol: float = 1e-3,
+        neighborhoods: bool = False,
     ) -> ActiveSet:
-        """Active set from a training set (unit rows ``fill`` * I where K < m)."""
+        """Active set from a training set (unit rows ``fill`` * I where K < m); per-atom rows with
+        ``neighborhoods``."""
         m = pot.n_params
-        rows = b_rows(pot, training, 'training configuration')
+        rows, owner = grading_rows(pot, training, neighborhoods, 'training configuration')
         a, a_inv, source = fill * np.eye(m), np.eye(m) / fill, np.full(m, -1, dtype=np.int64)
         if len(rows) >= m:  # start from the rows LU pivoting picks, unless they are singular
             start = _lu_pivot_rows(rows)
@@ -155,7 +191,23 @@ class ActiveSet:
             except np.linalg.LinAlgError:
                 pass
         maxvol(rows, a, a_inv, source, tol=tol)
-        return cls(a=a, a_inv=a_inv, source=source, potential=params_hash(pot))
+        source = np.where(source >= 0, owner[np.maximum(source, 0)], source)
+        return cls(a=a, a_inv=a_inv, source=source, potential=params_hash(pot), neighborhoods=neighborhoods)
+
+    def rows(
+        self, pot: Potential, configs: Sequence[Configuration], label: str = 'configuration'
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The rows this active set grades ``configs`` by, shape (K, m), and the configuration of each row (K,):
+        one row per configuration (dE/dtheta / N), or one per atom (dV_i/dtheta) in neighbourhood mode."""
+        return grading_rows(pot, configs, self.neighborhoods, label)
+
+    def config_grades(self, pot: Potential, configs: Sequence[Configuration], label: str = 'configuration'):
+        """gamma of each configuration, shape (len(configs),): the largest grade of its rows."""
+        rows, owner = self.rows(pot, configs, label)
+        out = np.zeros(len(configs))
+        if len(rows):
+            np.maximum.at(out, owner, self.grades(rows))
+        return out
 
     def check(self, pot: Potential) -> None:
         if self.a.shape != (pot.n_params, pot.n_params):
@@ -172,28 +224,33 @@ class ActiveSet:
         return np.abs(np.atleast_2d(rows) @ self.a_inv).max(axis=1)
 
     def grade(self, pot: Potential, cfg: Configuration) -> float:
-        return float(self.grades(b_rows(pot, [cfg]))[0])
+        return float(self.config_grades(pot, [cfg])[0])
 
     def select(
-        self, rows: np.ndarray, *, max_new: int | None = None, tol: float = 1e-3
+        self, rows: np.ndarray, *, owner: np.ndarray | None = None, max_new: int | None = None, tol: float = 1e-3
     ) -> tuple[ActiveSet, np.ndarray]:
         """Update with candidate rows; return (new active set, sorted indices of candidates that entered A).
 
-        The source of the new set's rows: training rows keep their index, entered
-        candidates are marked -2 - candidate index.
+        ``owner`` (K,): the candidate configuration of each row (default: row k is candidate k; see :meth:`rows`).
+        ``max_new`` caps the rows that enter. The source of the new set's rows: training rows keep their index,
+        entered candidates are marked -2 - candidate index.
         """
+        owner = np.arange(len(rows), dtype=np.int64) if owner is None else np.asarray(owner, dtype=np.int64)
         a, a_inv = self.a.copy(), self.a_inv.copy()
         source = np.full(len(self.source), -1, dtype=np.int64)
         maxvol(rows, a, a_inv, source, tol=tol, max_new=max_new)
+        source = np.where(source >= 0, owner[np.maximum(source, 0)], source)
         chosen = np.unique(source[source >= 0])
         merged = np.where(source >= 0, -2 - source, self.source)
-        return ActiveSet(a=a, a_inv=a_inv, source=merged, potential=self.potential), chosen
+        return ActiveSet(a=a, a_inv=a_inv, source=merged, potential=self.potential,
+                         neighborhoods=self.neighborhoods), chosen  # fmt: skip
 
     # ------------------------------------------------------------------ files
     def to_bytes(self) -> bytes:
         """The file content (NumPy .npz)."""
         buffer = io.BytesIO()
-        np.savez(buffer, a=self.a, a_inv=self.a_inv, source=self.source, potential=np.array(self.potential))
+        np.savez(buffer, a=self.a, a_inv=self.a_inv, source=self.source, potential=np.array(self.potential),
+                 neighborhoods=np.array(self.neighborhoods))  # fmt: skip
         return buffer.getvalue()
 
     def save(self, path: str | os.PathLike) -> None:
@@ -208,6 +265,8 @@ class ActiveSet:
         """Read a file written by :meth:`save` (a path or a binary file object)."""
         try:
             with np.load(path) as data:
-                return cls(a=data['a'], a_inv=data['a_inv'], source=data['source'], potential=str(data['potential']))
+                per_atom = bool(data['neighborhoods']) if 'neighborhoods' in data else False  # files before the mode
+                return cls(a=data['a'], a_inv=data['a_inv'], source=data['source'], potential=str(data['potential']),
+                           neighborhoods=per_atom)  # fmt: skip
         except (OSError, KeyError, ValueError) as exc:
             raise ValueError(f'{path}: not an active-set file ({exc})') from None

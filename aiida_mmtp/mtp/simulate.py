@@ -5,7 +5,9 @@
   atoms kept).
 - :func:`relax`: positions and cell at fixed moments (ASE BFGS, FrechetCellFilter).
 - :func:`run_md`: NVT Langevin (or NVE velocity Verlet) with the moments
-  re-equilibrated at every step (signs fixed, magnitudes free).
+  re-equilibrated at every step (signs fixed, magnitudes free), optionally
+  with moves of the sign pattern (DLM-MD, MD with Monte Carlo spin flips:
+  :mod:`aiida_mmtp.mtp.spinflip`).
 
 A :class:`Grader` grades each configuration met: gamma_low <= gamma <=
 gamma_up keeps it as preselected; gamma > gamma_up keeps it too and stops
@@ -18,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import units
@@ -27,11 +30,14 @@ from scipy.optimize import minimize
 from .ase_io import atoms_to_configuration, configuration_to_atoms
 from .calculator import MtpCalculator, ase_results
 from .configuration import Configuration
-from .evaluate import Result, evaluate
+from .evaluate import Result, evaluate, site_gradients
 from .neighbors import neighbor_list
 from .potential import Potential
 from .selection import ActiveSet
 from .threads import single_blas_thread
+
+if TYPE_CHECKING:
+    from .spinflip import SpinMoves
 
 __all__ = [
     'Extrapolation',
@@ -110,7 +116,10 @@ class Grader:
         if self.active_set is None:
             return 0.0
         check_min_dist(self.pot, cfg)
-        gamma = float(self.active_set.grades(res.grad / cfg.natoms)[0])
+        if self.active_set.neighborhoods:  # the largest grade of the atoms' rows dV_i/dtheta
+            gamma = float(self.active_set.grades(site_gradients(self.pot, cfg)).max())
+        else:
+            gamma = float(self.active_set.grades(res.grad / cfg.natoms)[0])
         self.n_graded += 1
         self.max_grade = max(self.max_grade, gamma)
         self.run_max_grade = max(self.run_max_grade, gamma)
@@ -134,6 +143,7 @@ class RunReport:
     energy: float | None = None
     seconds: float = 0.0
     frames: list[Configuration] = field(default_factory=list)
+    spin_moves: dict | None = None  # MD with sign moves: kind, attempts, accepted, acceptance, redrawn
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != 'frames'}
@@ -379,16 +389,23 @@ def run_md(
     trajectory: list[Configuration] | None = None,
     progress: Callable[[int, float, float], None] | None = None,
     progress_every: int = 0,
+    spin: SpinMoves | None = None,
 ) -> tuple[Configuration, RunReport]:
     """Molecular dynamics: ``temperature`` K, ``timestep`` fs, ``friction`` 1/fs (Langevin), seeded.
 
     ``ensemble='nve'`` runs velocity Verlet (no thermostat) after drawing
     Maxwell-Boltzmann velocities. With ``equilibrate`` the moments relax at
-    every step; otherwise they stay as given.
+    every step; otherwise they stay as given. ``spin``: moves of the sign
+    pattern every ``spin.every`` steps (DLM redraws or Metropolis flips at
+    ``temperature``; :mod:`aiida_mmtp.mtp.spinflip`), counted in ``spin`` and
+    in the report's ``spin_moves``. Trajectory frames carry their energy
+    (eV), grade (``gamma``) and, with moments, sign pattern (``signs``).
     """
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary
     from ase.md.verlet import VelocityVerlet
+
+    from .spinflip import apply_moves, sign_string
 
     for name, value, ok in (('temperature', temperature, temperature >= 0), ('timestep', timestep, timestep > 0),
                             ('friction', friction, friction >= 0), ('steps', steps, steps >= 1)):  # fmt: skip
@@ -406,6 +423,8 @@ def run_md(
         calc.moments = cfg.moments.copy()
         calc.signs = moment_signs(cfg.moments)
     atoms.calc = calc
+    if spin is not None and (calc.signs is None or not np.any(calc.signs) or not calc.equilibrate):
+        raise ValueError('md: spin moves need a magnetic potential and moments of at least 0.5 mu_B to move')
     rng = np.random.default_rng(seed)
     masses = atoms.get_masses()[:, None]  # Maxwell-Boltzmann momenta, seeded
     atoms.set_momenta(rng.normal(size=(len(atoms), 3)) * np.sqrt(masses * units.kB * temperature))
@@ -423,11 +442,23 @@ def run_md(
         if trajectory is not None:
             frame = _frame(atoms, calc, pot.species)
             frame.features['kinetic_energy'] = repr(float(atoms.get_kinetic_energy()))
+            if calc.signs is not None:
+                frame.features['signs'] = sign_string(calc.signs)
             trajectory.append(frame)
         if progress is not None and progress_every and dyn.nsteps % progress_every == 0:
             progress(dyn.nsteps, float(atoms.get_temperature()), calc.gamma)
 
+    def move_signs():
+        if spin is None or dyn.nsteps == 0 or dyn.nsteps % spin.every:
+            return
+        here = _frame(atoms, calc, pot.species)
+        moved, calc.signs, _ = apply_moves(pot, here, calc.signs, float(calc.results['energy']), temperature, spin,
+                                           rng, grader)  # fmt: skip
+        calc.moments = moved.moments.copy()
+        calc.reset()  # the next step's forces are those of the new pattern
+
     dyn.attach(observe)
+    dyn.attach(move_signs)
     reason = 'finished'
     try:
         dyn.run(steps)
@@ -444,6 +475,8 @@ def run_md(
     report = RunReport(
         reason, dyn.nsteps, grader.run_max_grade, len(grader.preselected), energy, time.perf_counter() - t0
     )
+    if spin is not None:
+        report.spin_moves = spin.as_dict()
     return out, report
 
 

@@ -185,12 +185,27 @@ def initial_configurations(
 
 
 def min_distance(cfg: Configuration) -> float:
-    """The shortest interatomic distance in Angstrom, periodic images included (inf for a single atom alone)."""
+    """The shortest interatomic distance in Angstrom, periodic images included (inf for a single atom alone).
+
+    A neighbour list with a growing cutoff: from half the mean spacing (volume per atom)^(1/3), doubled until
+    a pair turns up. It stops below twice the shortest distance, so the list stays short (memory linear in N).
+    """
     from .neighbors import neighbor_list
 
-    cutoff = 2.0 * float(np.max(np.linalg.norm(cfg.cell, axis=1))) if cfg.cell is not None else 1e9
-    _, _, vec = neighbor_list(cfg.positions, cfg.cell, cutoff)
-    return float(np.sqrt((vec**2).sum(axis=1)).min()) if len(vec) else float('inf')
+    n = cfg.natoms
+    if n == 0 or (cfg.cell is None and n < 2):
+        return float('inf')
+    if cfg.cell is not None:
+        volume = abs(float(np.linalg.det(cfg.cell)))
+    else:
+        span = np.ptp(cfg.positions, axis=0)
+        volume = float(np.prod(np.maximum(span, span.max() / n)))  # a flat or linear set gets a thin box
+    r_cut = max(0.5 * (volume / n) ** (1 / 3), 1e-6)
+    while True:  # ends: a self-image (periodic) or a pair (two atoms or more) once r_cut passes the cell size
+        _, _, vec = neighbor_list(cfg.positions, cfg.cell, r_cut, reuse=False)
+        if len(vec):
+            return float(np.sqrt(np.einsum('ij,ij->i', vec, vec).min()))
+        r_cut *= 2.0
 
 
 _VOIGT = {'xx': (0, 0), 'yy': (1, 1), 'zz': (2, 2), 'yz': (1, 2), 'xz': (0, 2), 'xy': (0, 1)}

@@ -46,11 +46,13 @@ from __future__ import annotations
 
 import numpy as np
 from aiida import orm
+from aiida.common.datastructures import CalcJobState
 from aiida.common.links import LinkType
 from aiida.engine import ToContext, WorkChain, if_, while_
+from aiida.schedulers.datastructures import JobState
 
 from ..calculations.abinit_input import sphere_radii_problem
-from ..calculations.engine import MmtpSimulateCalculation, did_you_mean, simulation_problem
+from ..calculations.engine import SIMULATION_PARAMETERS, MmtpSimulateCalculation, did_you_mean, simulation_problem
 from ..calculations.functions import merge_training_sets, screen_new_labels
 from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
@@ -181,8 +183,8 @@ def validate_inputs(value, ctx) -> str | None:
         for key in sorted(set(st) - set(STAGE)):
             return f'stage {st["name"]}: unknown key {key!r}{did_you_mean(key, STAGE)} (known: {", ".join(STAGE)})'
         sim = st['simulation'] or {}
-        if sim.get('kind') not in ('equilibrate', 'relax', 'md', 'label'):
-            return f'stage {st["name"]}: simulation.kind must be equilibrate, relax, md or label'
+        if sim.get('kind') not in (*SIMULATION_PARAMETERS, 'label'):
+            return f'stage {st["name"]}: simulation.kind must be {", ".join(SIMULATION_PARAMETERS)} or label'
         if st['strains'] and st['start'] != 'ideal':
             return f'stage {st["name"]}: strains apply to ideal cells (start: ideal)'
         problem = strains_problem(st['strains']) if st['strains'] else None
@@ -310,6 +312,33 @@ def finished_runs(campaign: orm.WorkflowNode) -> list[str]:
     if 'restart_from' in campaign.inputs:
         runs += finished_runs(previous_campaign(str(campaign.inputs.restart_from.value)))
     return runs
+
+
+def job_phase(calc: orm.CalcJobNode) -> str:
+    """Where a job that has not ended is: ``preparing`` (created, uploading, submitting), ``queued`` (waiting in the
+    scheduler's queue, held included), ``running``, ``retrieving`` (and parsing), or ``with scheduler`` (state not
+    yet known)."""
+    state = calc.get_state()
+    if state in (CalcJobState.RETRIEVING, CalcJobState.PARSING, CalcJobState.STASHING):
+        return 'retrieving'
+    if state != CalcJobState.WITHSCHEDULER:
+        return 'preparing'
+    scheduler = calc.get_scheduler_state()
+    if scheduler in (JobState.QUEUED, JobState.QUEUED_HELD):
+        return 'queued'
+    if scheduler in (JobState.RUNNING, JobState.SUSPENDED):
+        return 'running'
+    return 'with scheduler'
+
+
+def jobs_in_flight(campaign: orm.WorkflowNode) -> dict[str, list[orm.CalcJobNode]]:
+    """The jobs under ``campaign`` that have not ended, by :func:`job_phase`, oldest first."""
+    phases: dict[str, list[orm.CalcJobNode]] = {}
+    calcs = [node for node in campaign.called_descendants
+             if isinstance(node, orm.CalcJobNode) and not node.is_terminated]  # fmt: skip
+    for calc in sorted(calcs, key=lambda node: node.ctime):
+        phases.setdefault(job_phase(calc), []).append(calc)
+    return phases
 
 
 def uncollected_labels(campaign: orm.WorkflowNode) -> list[TrainingSetData]:
@@ -520,8 +549,13 @@ class CampaignWorkChain(WorkChain):
         abinit.code = abinit_code
         abinit.parameters = orm.Dict({'constrained': species, **cdft['parameters']})
         abinit.pseudos = family.get_pseudos(elements=species)
-        resources = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
-        abinit.metadata.options = {'resources': resources, **cdft.get('options', {}), **(options or {})}
+        mpiprocs = int(cdft.get('mpiprocs', 1))
+        if mpiprocs < 1:
+            raise ValueError(f'cdft.mpiprocs must be at least 1, got {mpiprocs}')
+        resources = {'num_machines': 1, 'num_mpiprocs_per_machine': mpiprocs}
+        abinit.metadata.options = {'resources': resources, 'withmpi': mpiprocs > 1, **cdft.get('options', {}),
+                                   **(options or {})}  # fmt: skip
+        builder.engine_options = orm.Dict(engine_options(inputs, mmtp_code))
         warning = protocol_warning('campaign', protocol)
         if warning:
             builder.warnings = orm.List([warning])
@@ -935,3 +969,21 @@ def build_cells(structure: orm.StructureData, cells: dict) -> dict[str, orm.Stru
         else:
             raise ValueError(f'cell {name}: give "primitive" or a supercell [n1, n2, n3], got {spec!r}')
     return out
+
+
+def engine_options(inputs: dict, mmtp_code: orm.AbstractCode) -> dict:
+    """``metadata.options`` of the engine jobs from protocol ``inputs``: ``engine_options`` as given, with
+    resources of ``engine_cores`` cores unless it names its own (null: every core of the machine when
+    ``mmtp_code``'s computer runs jobs directly on it, else 1). The job's threads follow its resources."""
+    import os
+
+    options = dict(inputs.get('engine_options') or {})
+    if 'resources' not in options:
+        cores = inputs.get('engine_cores')
+        if cores is None:
+            direct = mmtp_code.computer is not None and mmtp_code.computer.scheduler_type == 'core.direct'
+            cores = (os.cpu_count() or 1) if direct else 1
+        if int(cores) < 1:
+            raise ValueError(f'engine_cores must be at least 1, got {cores}')
+        options['resources'] = {'num_machines': 1, 'num_mpiprocs_per_machine': int(cores)}
+    return options

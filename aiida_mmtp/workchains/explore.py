@@ -58,7 +58,7 @@ class ExploreWorkChain(WorkChain):
             part = dict(inputs)
             if n_jobs > 1:
                 part['configurations'] = subset(inputs.configurations, orm.List([int(i) for i in chunk]))
-            part['metadata'] = {**part.get('metadata', {}), 'call_link_label': f'{kind}_{k}'}
+            part['metadata'] = {**part.get('metadata', {}), 'call_link_label': f'{kind.replace("-", "_")}_{k}'}
             self.to_context(jobs=append_(self.submit(MmtpSimulateCalculation, **part)))
         self.report(f'{kind} of {n} configurations in {n_jobs} job(s)')
 

@@ -2,7 +2,9 @@
 
 The configurations come as a :class:`TrainingSetData` (cells, positions,
 species and target moments; labels in it are ignored). Each one runs in a
-:class:`CdftBaseWorkChain`, at most ``max_concurrent`` at a time. A failed
+:class:`CdftBaseWorkChain`, at most ``max_concurrent`` at a time, in a rolling
+window: the next run starts as soon as any run ends, so one slow run never
+holds the others. A failed
 run is recorded (``failures``) and the batch goes on; the labelled set
 (``training_set``) links to the output of every run it came from and names
 each run's calculation in its ``sources`` attribute. If more than
@@ -26,7 +28,7 @@ import numpy as np
 from aiida import orm
 from aiida.common import AttributeDict
 from aiida.common.links import LinkType
-from aiida.engine import WorkChain, calcfunction, while_
+from aiida.engine import ProcessState, ToContext, WorkChain, calcfunction, while_
 
 from ..calculations.cdft import check_run, fidelity_key
 from ..data.training_set import TrainingSetData
@@ -292,7 +294,7 @@ class CdftLabelWorkChain(WorkChain):
         spec.inputs.validator = validate_inputs
         spec.outline(
             cls.setup,
-            while_(cls.has_pending)(cls.submit_batch, cls.inspect_batch),
+            while_(cls.has_work)(cls.fill_window, cls.inspect_finished),
             cls.collect,
         )
         spec.output('training_set', valid_type=TrainingSetData, required=False, help='The labelled configurations.')
@@ -307,6 +309,7 @@ class CdftLabelWorkChain(WorkChain):
         n = len(self.inputs.configurations)
         self.ctx.parts = split_configurations(self.inputs.configurations)
         self.ctx.pending = list(range(n))
+        self.ctx.in_flight = {}  # str(index) -> pk of its CdftBaseWorkChain
         self.ctx.done = {}
         self.ctx.failures = []
         if 'reuse' in self.inputs:
@@ -324,34 +327,53 @@ class CdftLabelWorkChain(WorkChain):
         self.report(f'labelling {len(self.ctx.pending)} configurations by cDFT, at most '
                     f'{self.inputs.max_concurrent.value} at a time')  # fmt: skip
 
-    def has_pending(self) -> bool:
-        return bool(self.ctx.pending)
+    def has_work(self) -> bool:
+        return bool(self.ctx.pending or self.ctx.in_flight)
 
-    def submit_batch(self):
-        """Submit the next ``max_concurrent`` runs (none when a process above this one was killed meanwhile)."""
+    def fill_window(self):
+        """Submit runs until ``max_concurrent`` are in flight (none when a process above this one was killed
+        meanwhile), then wait for the first of them to end."""
         why = abandoned_by(self.node)
         if why:
             self.report(f'not submitting: {why}')
             return self.exit_codes.ERROR_ABANDONED.format(message=why)
-        batch, self.ctx.pending = (
-            self.ctx.pending[: self.inputs.max_concurrent.value],
-            self.ctx.pending[self.inputs.max_concurrent.value :],
-        )
-        for k in batch:
+        submitted = []
+        while self.ctx.pending and len(self.ctx.in_flight) < self.inputs.max_concurrent.value:
+            k = self.ctx.pending.pop(0)
             inputs = AttributeDict(self.exposed_inputs(CdftBaseWorkChain, 'cdft'))
             inputs.abinit = AttributeDict(inputs.abinit)
             inputs.abinit.structure = self.ctx.parts[f'structure_{_label(k)}']
             inputs.abinit.moments = self.ctx.parts[f'moments_{_label(k)}']
             inputs.metadata = {'call_link_label': f'label_{_label(k)}'}
-            node = self.submit(CdftBaseWorkChain, **inputs)
-            self.to_context(**{f'run_{_label(k)}': node})
-        self.ctx.batch = batch
-        self.report(f'submitted configurations {", ".join(str(k + 1) for k in batch)}')
+            self.ctx.in_flight[str(k)] = self.submit(CdftBaseWorkChain, **inputs).pk
+            submitted.append(k)
+        if submitted:
+            self.report(f'submitted configurations {", ".join(str(k + 1) for k in submitted)} '
+                        f'({len(self.ctx.in_flight)} in flight)')  # fmt: skip
+        self.ctx.waiting = True  # a rolling wait: _on_awaitable_finished resumes at the first run that ends
+        return ToContext(**{f'run_{_label(int(k))}': orm.load_node(pk) for k, pk in self.ctx.in_flight.items()})
 
-    def inspect_batch(self):
-        """Keep the labels of the runs that finished well; record the others."""
-        for k in self.ctx.batch:
-            node = self.ctx[f'run_{_label(k)}']
+    def _on_awaitable_finished(self, awaitable) -> None:
+        """Resume at the first awaited run that ends, not at the last (AiiDA's to_context waits for all).
+
+        The step that follows collects every run that has ended and awaits the others anew, so a callback of a
+        wait that is over (its run awaited again, or already collected) is ignored."""
+        if not any(pending is awaitable for pending in self._awaitables):  # by identity: awaitables compare as dicts
+            return
+        super()._on_awaitable_finished(awaitable)
+        if self._awaitables and self.state == ProcessState.WAITING and self.ctx.get('waiting'):
+            self.ctx.waiting = False
+            self.resume()
+
+    def inspect_finished(self):
+        """Keep the labels of the runs that ended well; record the others; the rest stay in flight."""
+        for key, pk in list(self.ctx.in_flight.items()):
+            node = orm.load_node(pk)
+            if not node.is_terminated:
+                continue
+            k = int(key)
+            del self.ctx.in_flight[key]
+            self.ctx[f'run_{_label(k)}'] = node
             if _labelled(node):
                 self.ctx.done[k] = node
             else:
