@@ -114,7 +114,7 @@ def test_bad_engine_inputs_are_refused_before_running(fitted, mmtp_code):
               'configurations': start_configurations()}  # fmt: skip
     with pytest.raises(ValueError, match=r'gamma_low \(5\) must not exceed gamma_up \(2\)'):
         run(MmtpSimulateCalculation, **common, parameters=orm.Dict({'kind': 'md', 'gamma_low': 5, 'gamma_up': 2}))
-    with pytest.raises(ValueError, match="`kind` must be one of equilibrate, relax, md, got 'anneal'"):
+    with pytest.raises(ValueError, match="`kind` must be one of equilibrate, relax, md, dlm-md, mdmc, got 'anneal'"):
         run(MmtpSimulateCalculation, **common, parameters=orm.Dict({'kind': 'anneal'}))
     with pytest.raises(ValueError, match="unknown parameter 'temperature' for relax"):
         run(MmtpSimulateCalculation, **common, parameters=orm.Dict({'kind': 'relax', 'temperature': 300}))

@@ -79,3 +79,13 @@ def test_the_active_set_file_keeps_the_mode_through_mmtp_select_and_grade(tmp_pa
     with open(tmp_path / 'old.als.npz', 'rb') as handle:
         assert ActiveSet.load(handle).neighborhoods is False
     assert ActiveSet.load(tmp_path / 'old.als.npz').grade(pot, distorted) == pytest.approx(old.grade(pot, distorted))
+
+
+def test_selection_from_no_candidates_selects_nothing_in_either_mode():
+    """An exploration that preselected nothing: ``mmtp select`` gets no rows (the engine demo met it)."""
+    pot, configs = fm_fitted_potential()
+    for neighborhoods in (False, True):
+        active_set = ActiveSet.build(pot, configs, neighborhoods=neighborhoods)
+        rows, owner = active_set.rows(pot, [])
+        same, chosen = active_set.select(rows, owner=owner, max_new=8)
+        assert chosen.size == 0 and np.array_equal(same.source, active_set.source)

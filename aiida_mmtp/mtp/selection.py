@@ -60,6 +60,13 @@ def site_rows(
     return np.concatenate(blocks), owner
 
 
+def _to_owners(source: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """Active-set sources as configuration indices: row index r >= 0 becomes ``owner[r]``; -1 (unit rows) stays."""
+    if not len(owner):  # no rows, so nothing entered
+        return source
+    return np.where(source >= 0, owner[np.maximum(source, 0)], source)
+
+
 def grading_rows(
     pot: Potential, configs: Sequence[Configuration], neighborhoods: bool, label: str = 'configuration'
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +198,7 @@ class ActiveSet:
             except np.linalg.LinAlgError:
                 pass
         maxvol(rows, a, a_inv, source, tol=tol)
-        source = np.where(source >= 0, owner[np.maximum(source, 0)], source)
+        source = _to_owners(source, owner)
         return cls(a=a, a_inv=a_inv, source=source, potential=params_hash(pot), neighborhoods=neighborhoods)
 
     def rows(
@@ -239,7 +246,7 @@ class ActiveSet:
         a, a_inv = self.a.copy(), self.a_inv.copy()
         source = np.full(len(self.source), -1, dtype=np.int64)
         maxvol(rows, a, a_inv, source, tol=tol, max_new=max_new)
-        source = np.where(source >= 0, owner[np.maximum(source, 0)], source)
+        source = _to_owners(source, owner)
         chosen = np.unique(source[source >= 0])
         merged = np.where(source >= 0, -2 - source, self.source)
         return ActiveSet(a=a, a_inv=a_inv, source=merged, potential=self.potential,
