@@ -10,7 +10,6 @@ from numba's on-disk cache) is timed and reported separately.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -139,9 +138,9 @@ def main() -> None:
         'results': results,
         'anchors_one_thread': ANCHORS,
     }  # fmt: skip
-    path = Path(__file__).with_suffix('.json')
-    path.write_text(json.dumps(out, indent=2) + '\n')
-    print(f'wrote {path}')
+    from report import write_json  # benchmarks/report.py, beside this script
+
+    write_json(__file__, out)
 
 
 if __name__ == '__main__':

@@ -13,10 +13,8 @@ Prints the figures and writes ``bench_fit.json`` beside this file.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -87,9 +85,9 @@ def main() -> None:
         'maxvol': {'rows': args.rows, 'columns': m, 'seconds': round(t_maxvol, 3), 'swaps': swaps, 'max_c': max_c},
         'peak_memory_MB': round(peak_mb),
     }
-    path = Path(__file__).with_suffix('.json')
-    path.write_text(json.dumps(out, indent=2) + '\n')
-    print(f'wrote {path}')
+    from report import write_json  # benchmarks/report.py, beside this script
+
+    write_json(__file__, out)
 
 
 if __name__ == '__main__':

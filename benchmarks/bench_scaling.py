@@ -252,9 +252,9 @@ def main() -> None:
         'sizes': sizes,
         'md': md,
     }  # fmt: skip
-    path = Path(__file__).with_suffix('.json')
-    path.write_text(json.dumps(out, indent=2) + '\n')
-    print(f'wrote {path}')
+    from report import write_json  # benchmarks/report.py, beside this script
+
+    write_json(__file__, out)
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ from aiida_mmtp.mtp.cfg_io import read_cfg, write_cfg
 from aiida_mmtp.mtp.evaluate import evaluate, site_gradients
 from aiida_mmtp.mtp.mtp_io import write_mtp
 from aiida_mmtp.mtp.selection import ActiveSet
+from aiida_mmtp.mtp.simulate import Grader
 from aiida_mmtp.mtp.structures import rattle, rocksalt, supercell
 
 
@@ -48,6 +49,11 @@ def test_per_atom_grading_flags_one_distorted_site_in_a_64_atom_cell():
     # one site of 64 distorted: diluted 1/64 in dE/dtheta / N, seen at full weight in its own row
     assert per_config.grade(pot, distorted) < 1.0
     assert per_atom.grade(pot, distorted) > 2.0  # above the paper's gamma_low: preselected
+    # a graded simulation grades it the same way, from an evaluation without the summed gradient
+    grader = Grader(pot, per_atom, gamma_low=2.0, gamma_up=10.0)
+    assert not grader.needs_gradient
+    assert grader.grade(distorted, evaluate(pot, distorted)) == pytest.approx(per_atom.grade(pot, distorted))
+    assert len(grader.preselected) == 1
     # and the selection takes that configuration (the distorted one, not the ideal one)
     rows, owner = per_atom.rows(pot, [cell, distorted])
     _, chosen = per_atom.select(rows, owner=owner, max_new=1)

@@ -100,14 +100,17 @@ class Grader:
 
     @property
     def needs_gradient(self) -> bool:
-        return self.active_set is not None
+        """Whether :meth:`grade` reads dE/dtheta from the evaluation it is given (neighbourhood mode computes the
+        per-atom rows itself, so the evaluation need not carry the summed gradient)."""
+        return self.active_set is not None and not self.active_set.neighborhoods
 
     def start_run(self) -> None:
         """Reset the per-run maximum grade (the preselected list keeps growing)."""
         self.run_max_grade = 0.0
 
     def grade(self, cfg: Configuration, res: Result) -> float:
-        """gamma of ``cfg`` from an evaluation with ``gradient=True``; may raise :class:`Extrapolation`.
+        """gamma of ``cfg`` from an evaluation with ``gradient=`` :attr:`needs_gradient`; may raise
+        :class:`Extrapolation`.
 
         With an active set, raises :class:`TooClose` (a ValueError: the run stops as failed, nothing
         is preselected) when two atoms are closer than the potential's min_dist: outside the potential's

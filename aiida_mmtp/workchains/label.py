@@ -350,7 +350,7 @@ class CdftLabelWorkChain(WorkChain):
         if submitted:
             self.report(f'submitted configurations {", ".join(str(k + 1) for k in submitted)} '
                         f'({len(self.ctx.in_flight)} in flight)')  # fmt: skip
-        self.ctx.waiting = True  # a rolling wait: _on_awaitable_finished resumes at the first run that ends
+        # a rolling wait: _on_awaitable_finished resumes at the first run that ends
         return ToContext(**{f'run_{_label(int(k))}': orm.load_node(pk) for k, pk in self.ctx.in_flight.items()})
 
     def _on_awaitable_finished(self, awaitable) -> None:
@@ -361,8 +361,7 @@ class CdftLabelWorkChain(WorkChain):
         if not any(pending is awaitable for pending in self._awaitables):  # by identity: awaitables compare as dicts
             return
         super()._on_awaitable_finished(awaitable)
-        if self._awaitables and self.state == ProcessState.WAITING and self.ctx.get('waiting'):
-            self.ctx.waiting = False
+        if self._awaitables and self.state == ProcessState.WAITING:  # the only waits here are fill_window's
             self.resume()
 
     def inspect_finished(self):
@@ -373,7 +372,6 @@ class CdftLabelWorkChain(WorkChain):
                 continue
             k = int(key)
             del self.ctx.in_flight[key]
-            self.ctx[f'run_{_label(k)}'] = node
             if _labelled(node):
                 self.ctx.done[k] = node
             else:
