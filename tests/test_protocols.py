@@ -92,6 +92,9 @@ def test_cores_of_the_abinit_and_engine_jobs_come_from_the_protocol(codes):
     options = workstation.label.cdft.abinit.metadata.options
     assert options['resources']['num_mpiprocs_per_machine'] == 2 and options['withmpi'] is True
     assert workstation.label.max_concurrent.value == 1
+    shared = CampaignWorkChain.get_builder_from_protocol(*codes, protocol='fast', overrides={'max_jobs': 2})
+    cores = shared.engine_options['resources']['num_mpiprocs_per_machine']
+    assert cores == max(1, os.cpu_count() // 2)  # two simulation jobs at once share the machine's cores
     given = CampaignWorkChain.get_builder_from_protocol(
         *codes, protocol='fast', overrides={'engine_cores': 3, 'engine_options': {'max_wallclock_seconds': 600}}
     )

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..mtp.configuration import EV_PER_A3_IN_GPA
 from ..mtp.evaluate import evaluate
 
 __all__ = ['learning_curve', 'parity_data', 'parity_plot']
-
-GPA = 160.21766208  # eV/A^3 -> GPa
 
 
 def _pyplot():
@@ -61,8 +60,8 @@ def parity_data(potential, configurations) -> dict[str, tuple[np.ndarray, np.nda
             ref['forces'].append(cfg.forces.ravel())
             pred['forces'].append(res.forces.ravel())
         if cfg.virial is not None:
-            ref['stress'].append(cfg.stress * GPA)
-            pred['stress'].append(res.stress * GPA)
+            ref['stress'].append(cfg.stress * EV_PER_A3_IN_GPA)
+            pred['stress'].append(res.stress * EV_PER_A3_IN_GPA)
         if cfg.mag_forces is not None:
             magnetic = np.abs(cfg.moments) > 0.5
             ref['mag_forces'].append(cfg.mag_forces[magnetic])

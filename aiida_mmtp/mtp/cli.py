@@ -278,13 +278,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import ERROR_KEYS, run_demo
 
     print(f'demo: active learning on the synthetic CrN-like problem in {args.workdir}', flush=True)
-    result = run_demo(args.workdir, log=lambda line: print(f'demo: {line}', flush=True))
+    result = run_demo(args.workdir, dlm_rounds=args.dlm_rounds, neighborhoods=args.neighborhoods,
+                      log=lambda line: print(f'demo: {line}', flush=True))  # fmt: skip
     units = {'energy_per_atom_meV': 'meV/atom', 'forces_meV_per_A': 'meV/A', 'stress_GPa': 'GPa',
              'mag_forces_meV_per_muB': 'meV/mu_B'}  # fmt: skip
     print(f'demo: selected per round {result.selected}; final training set {result.training_size} configurations')
     print(f'{"test-set RMSE":24s} {"initial fit":>12s} {"after AL":>12s}')
     for key in ERROR_KEYS:
         print(f'{key:24s} {result.errors_initial[key]:12.4g} {result.errors_final[key]:12.4g}  {units[key]}')
+    if result.dlm_selected:
+        print(f'demo: DLM-MD stage selected per round {result.dlm_selected}')
+        print(f'{"random-state RMSE":24s} {"before DLM":>12s} {"after DLM":>12s}')
+        for key in ERROR_KEYS:
+            before, after = result.errors_random_before_dlm[key], result.errors_random_after_dlm[key]
+            print(f'{key:24s} {before:12.4g} {after:12.4g}  {units[key]}')
     print(f'demo: potential {Path(args.workdir) / "pot.mtp"}, training set {Path(args.workdir) / "train.cfg"}, '
           f'summary {Path(args.workdir) / "summary.json"}')  # fmt: skip
     return 0 if result.selected and result.selected[-1] == 0 else 1
@@ -473,6 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('demo', help='engine-level active-learning run on a synthetic CrN-like problem')
     p.add_argument('workdir')
+    p.add_argument(
+        '--dlm-rounds',
+        type=int,
+        default=0,
+        metavar='N',
+        help='after the fixed-sign rounds converge, at most N rounds of a DLM-MD stage (16-atom cells)',
+    )
+    p.add_argument('--neighborhoods', action='store_true', help='grade and select by per-atom (neighbourhood) rows')
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser('label-ref', help='label configurations with the analytic magnetic pair potential (tests)')

@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from ase import units
 
-__all__ = ['Configuration']
+__all__ = ['EV_PER_A3_IN_GPA', 'Configuration']
+
+#: Stress and pressure: eV/A^3 -> GPa (ase.units), for reports; the engine computes in eV/A^3.
+EV_PER_A3_IN_GPA = 1.0 / units.GPa
 
 
 @dataclass

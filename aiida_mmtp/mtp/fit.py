@@ -10,14 +10,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
-from .configuration import Configuration
+from .configuration import EV_PER_A3_IN_GPA, Configuration
 from .loss import TrainingData, Weights, loss_and_gradient, predict
 from .potential import Potential
 from .threads import single_blas_thread
 
-__all__ = ['FitResult', 'fit', 'init_linear', 'errors', 'EV_A3_TO_GPA']
-
-EV_A3_TO_GPA = 160.21766208
+__all__ = ['FitResult', 'fit', 'init_linear', 'errors']
 
 
 @dataclass
@@ -84,7 +82,7 @@ def errors(pot: Potential, data: TrainingData) -> dict:
         out['forces_meV_per_A'] = _stats(np.linalg.norm(pred['forces'] - data.f_ref, axis=1)[mask] * 1e3)
     if has[:, 2].any():
         vol = np.array([c.volume if c.cell is not None else np.nan for c in data.configs])
-        ds = (pred['virial'] - data.w_ref)[has[:, 2]] / vol[has[:, 2], None] * EV_A3_TO_GPA
+        ds = (pred['virial'] - data.w_ref)[has[:, 2]] / vol[has[:, 2], None] * EV_PER_A3_IN_GPA
         out['stress_GPa'] = _stats(ds.ravel())
     mask = has[atom_cfg, 3]
     if mask.any():

@@ -25,7 +25,8 @@ import numpy as np
 from ase import units
 
 from .configuration import Configuration
-from .simulate import Grader, equilibrate_moments, evaluate_model
+from .simulate import Grader, equilibrate_moments, evaluate_model, run_md
+from .structures import random_collinear_moments
 
 __all__ = [
     'SPIN_MOVES',
@@ -35,6 +36,7 @@ __all__ = [
     'metropolis_flips',
     'redraw',
     'redraw_signs',
+    'sample_sign_patterns',
     'sign_string',
 ]
 
@@ -85,14 +87,10 @@ def sign_string(signs: np.ndarray) -> str:
 
 def redraw_signs(signs: np.ndarray, types: np.ndarray, up_fraction: float, rng: np.random.Generator) -> np.ndarray:
     """A new sign pattern: per species with signs (the magnetic ones), ``round(up_fraction x n)`` of its n atoms
-    up, the others down, drawn uniformly; atoms without a sign keep 0. Shapes (N,)."""
-    out = np.zeros_like(signs, dtype=float)
-    for t in np.unique(types[signs != 0]):
-        idx = np.flatnonzero((types == t) & (signs != 0))
-        up = rng.permutation(idx.size)[: int(round(up_fraction * idx.size))]
-        out[idx] = -1.0
-        out[idx[up]] = 1.0
-    return out
+    up, the others down, drawn uniformly (:func:`~aiida_mmtp.mtp.structures.random_collinear_moments`); atoms
+    without a sign keep 0. Shapes (N,)."""
+    signed = np.where(signs != 0, types, -1)  # atoms without a sign join no species
+    return random_collinear_moments(signed, {int(t): 1.0 for t in np.unique(types[signs != 0])}, rng, up_fraction)
 
 
 def _equilibrated(pot, cfg: Configuration, signs: np.ndarray, grader: Grader, eq_tol: float):
@@ -100,10 +98,11 @@ def _equilibrated(pot, cfg: Configuration, signs: np.ndarray, grader: Grader, eq
     eq, report = equilibrate_moments(pot, cfg, tol=eq_tol, signs=signs)
     if report.stop_reason.startswith('failed'):
         raise ValueError(report.stop_reason[len('failed: ') :])
-    res = evaluate_model(pot, eq, gradient=grader.needs_gradient)
-    gamma = grader.grade(eq, res)
-    eq.features['gamma'] = repr(gamma)
-    return eq, float(res.energy)
+    # equilibrate_moments labelled eq already; evaluate again only for the parameter gradient grading needs (or to
+    # raise why the potential cannot evaluate it, when it left eq unlabelled)
+    res = evaluate_model(pot, eq, gradient=True) if grader.needs_gradient or eq.energy is None else None
+    eq.features['gamma'] = repr(grader.grade(eq, res))
+    return eq, float(eq.energy if res is None else res.energy)
 
 
 def flip_trial(pot, cfg: Configuration, signs: np.ndarray, site: int, grader: Grader, eq_tol: float = 1e-5):
@@ -164,3 +163,42 @@ def apply_moves(pot, cfg: Configuration, signs: np.ndarray, energy: float, tempe
     if moves.kind == 'dlm':
         return redraw(pot, cfg, signs, moves, rng, grader)
     return metropolis_flips(pot, cfg, signs, energy, temperature, moves, rng, grader)
+
+
+def sample_sign_patterns(
+    model,
+    cfg: Configuration,
+    magnitude: dict[int, float],
+    n_patterns: int,
+    *,
+    kind: str = 'dlm',
+    temperature: float = 1000.0,
+    every: int = 10,
+    attempts: int = 1,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict]:
+    """Sign patterns of the magnetic atoms as MD with sign moves visits them: a paramagnetic state set.
+
+    ``model`` runs NVT MD of ``cfg`` at ``temperature`` K (moments re-equilibrated at every step) from a random
+    50/50 pattern, with ``kind`` moves every ``every`` steps (``dlm``: redraws; ``mdmc``: ``attempts`` Metropolis
+    flips at the run's temperature); the pattern held just before each move is one sample. ``magnitude`` maps an
+    atom type to its starting moment size (mu_B). Returns the (n_patterns, N) signed starting moments (mu_B: the
+    sampled signs times ``magnitude``) and the MD report (a dict). Raises ValueError when the run stops early.
+    """
+    if n_patterns < 1:
+        raise ValueError(f'sign-pattern sampling needs at least one pattern, got {n_patterns}')
+    rng = np.random.default_rng(seed)
+    start = cfg.clear_labels()
+    start.moments = random_collinear_moments(cfg.types, magnitude, rng)
+    frames: list[Configuration] = []
+    moves = SpinMoves(kind, every=every, attempts=attempts)
+    _, report = run_md(
+        model, start, temperature=temperature, steps=n_patterns * every, seed=seed, trajectory=frames, spin=moves
+    )
+    if report.stop_reason != 'finished':
+        raise ValueError(f'{kind} sampling stopped after {report.steps} of {n_patterns * every} steps: '
+                         f'{report.stop_reason}')  # fmt: skip
+    sizes = np.array([magnitude.get(int(t), 0.0) for t in cfg.types])
+    chosen = [frames[every * (k + 1)] for k in range(n_patterns)]  # frame j follows step j; moves come after it
+    signs = np.array([[{'+': 1.0, '-': -1.0}.get(c, 0.0) for c in f.features['signs']] for f in chosen])
+    return signs * sizes, report.as_dict()

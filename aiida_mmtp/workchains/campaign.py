@@ -973,8 +973,9 @@ def build_cells(structure: orm.StructureData, cells: dict) -> dict[str, orm.Stru
 
 def engine_options(inputs: dict, mmtp_code: orm.AbstractCode) -> dict:
     """``metadata.options`` of the engine jobs from protocol ``inputs``: ``engine_options`` as given, with
-    resources of ``engine_cores`` cores unless it names its own (null: every core of the machine when
-    ``mmtp_code``'s computer runs jobs directly on it, else 1). The job's threads follow its resources."""
+    resources of ``engine_cores`` cores unless it names its own (null: when ``mmtp_code``'s computer runs jobs
+    directly on this machine, its cores shared by the ``max_jobs`` simulation jobs that may run at once, at least
+    1 each; on a scheduler 1). The job's threads follow its resources."""
     import os
 
     options = dict(inputs.get('engine_options') or {})
@@ -982,7 +983,7 @@ def engine_options(inputs: dict, mmtp_code: orm.AbstractCode) -> dict:
         cores = inputs.get('engine_cores')
         if cores is None:
             direct = mmtp_code.computer is not None and mmtp_code.computer.scheduler_type == 'core.direct'
-            cores = (os.cpu_count() or 1) if direct else 1
+            cores = max(1, (os.cpu_count() or 1) // max(1, int(inputs.get('max_jobs') or 1))) if direct else 1
         if int(cores) < 1:
             raise ValueError(f'engine_cores must be at least 1, got {cores}')
         options['resources'] = {'num_machines': 1, 'num_mpiprocs_per_machine': int(cores)}

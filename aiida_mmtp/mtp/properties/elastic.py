@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from .relax import EV_PER_A3_IN_GPA
+from ..configuration import EV_PER_A3_IN_GPA
 
 __all__ = [
     'PAPER_TABLE_II',
@@ -65,6 +65,23 @@ def _fit(x: np.ndarray, y: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndar
     return coef, np.sqrt(np.clip(np.diag(cov), 0.0, None))
 
 
+def _state_sem(deltas: np.ndarray, per_state: list, degree: int) -> np.ndarray | None:
+    """Standard error (6x6, GPa) of a state-averaged stress-strain C from the spread of the per-state C.
+
+    ``per_state[j][k]``: the (K, 6) stresses (eV/A^3) of the K states at strain ``deltas[k]`` of component j.
+    The average's C is the mean of the per-state C (the fit is linear), so its standard error is their standard
+    deviation over sqrt(K). None for a single state or a calculator without per-state results.
+    """
+    if any(s is None for row in per_state for s in row) or np.shape(per_state[0][0])[0] < 2:
+        return None
+    stress = np.array(per_state) * EV_PER_A3_IN_GPA  # (6 strains j, n deltas, K states, 6 components i)
+    design = np.vander(deltas, degree + 1, increasing=True)
+    slopes = np.linalg.lstsq(design, stress.transpose(1, 0, 2, 3).reshape(len(deltas), -1), rcond=None)[0][1]
+    c = slopes.reshape(6, -1, 6).transpose(1, 2, 0)  # (K, i, j)
+    c = 0.5 * (c + c.transpose(0, 2, 1))
+    return np.std(c, axis=0, ddof=1) / np.sqrt(len(c))
+
+
 def elastic_constants(atoms: Atoms, magnitudes=(0.005, 0.01), method: str = 'both') -> dict:
     """The 6x6 elastic matrix of the (relaxed) ``atoms`` with its calculator, in GPa.
 
@@ -73,7 +90,8 @@ def elastic_constants(atoms: Atoms, magnitudes=(0.005, 0.01), method: str = 'bot
     6 strains x 2 signs x len(magnitudes) cells), 'energy' (energy-strain: 21 strain patterns, e_I and
     e_I + e_J) or 'both'. Returns, per method, ``C`` (6x6, symmetrised for stress-strain), ``error``
     (6x6 standard errors of the fitted slopes/curvatures), and for stress-strain ``asymmetry``
-    (max |C_IJ - C_JI|), plus the reference energy, stress and volume.
+    (max |C_IJ - C_JI|) and, for a state average (a :class:`StateAverageCalculator` of K > 1 states), ``state_sem``
+    (6x6: the standard error of the average over the states), plus the reference energy, stress and volume.
     """
     if method not in ('stress', 'energy', 'both'):
         raise ValueError(f"method must be 'stress', 'energy' or 'both', got {method!r}")
@@ -90,24 +108,31 @@ def elastic_constants(atoms: Atoms, magnitudes=(0.005, 0.01), method: str = 'bot
         'strains': deltas.tolist(),
     }
     if method in ('stress', 'both'):
+        degree = 3 if len(deltas) >= 6 else 2
         c = np.zeros((6, 6))
         err = np.zeros((6, 6))
+        per_state = []  # (K, 6) stresses of every state at each strain, when the calculator averages states
         for j in range(6):
-            stresses = []
+            stresses, states = [], []
             for d in deltas:
                 e = np.zeros(6)
                 e[j] = d
                 stresses.append(_strained(atoms, e).get_stress())
+                states.append(getattr(atoms.calc, 'per_state', {}).get('stress'))
             stresses = np.array(stresses) * EV_PER_A3_IN_GPA
             for i in range(6):
-                coef, se = _fit(deltas, stresses[:, i], 3 if len(deltas) >= 6 else 2)
+                coef, se = _fit(deltas, stresses[:, i], degree)
                 c[i, j], err[i, j] = coef[1], se[1]
+            per_state.append(states)
         out['stress_strain'] = {
             'C': (0.5 * (c + c.T)).tolist(),
             'C_raw': c.tolist(),
             'error': err.tolist(),
             'asymmetry': float(np.abs(c - c.T).max()),
         }
+        sem = _state_sem(deltas, per_state, degree)
+        if sem is not None:
+            out['stress_strain']['state_sem'] = sem.tolist()
     if method in ('energy', 'both'):
         x = np.concatenate([deltas, [0.0]])
         curvature, curv_err = {}, {}

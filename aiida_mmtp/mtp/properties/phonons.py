@@ -79,7 +79,7 @@ class PhononRun:
         sc = self.phonon.supercell
         base = Atoms(symbols=sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
         if unit_states is None:
-            states = make_states(atoms_to_configuration(base, species), species, spec)
+            states = make_states(atoms_to_configuration(base, species), species, spec, model)
         else:
             states = np.asarray(sc.magnetic_moments, dtype=float)[None, :]
         self.states = states

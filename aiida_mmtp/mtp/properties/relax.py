@@ -10,7 +10,7 @@ import numpy as np
 from ase import Atoms
 
 from ..ase_io import configuration_to_atoms
-from ..configuration import Configuration
+from ..configuration import EV_PER_A3_IN_GPA, Configuration
 from ..structures import supercell
 
 __all__ = ['RELAX_MODES', 'relax_structure', 'supercell_atoms']
@@ -18,8 +18,6 @@ __all__ = ['RELAX_MODES', 'relax_structure', 'supercell_atoms']
 #: 'full': positions and cell (BFGS on ASE's FrechetCellFilter); 'volume': isotropic scaling to zero mean
 #: pressure at fixed fractional positions (for the paramagnetic average, cubic on average); 'none'.
 RELAX_MODES = ('full', 'volume', 'none')
-
-EV_PER_A3_IN_GPA = 160.21766208
 
 
 def supercell_atoms(unit: Configuration, species: tuple[str, ...], reps) -> Atoms:

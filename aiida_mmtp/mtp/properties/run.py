@@ -11,14 +11,18 @@ Settings (all optional except where said; units in brackets):
 - ``state``: ``kind`` (FM, AFM, PM), ``moments`` {species: mu_B} (default 0.75 M_max for species with
   M_max >= 1 mu_B; species left out start at 0 and keep it), ``n_states`` (PM, default 50), ``seed``,
   ``equilibrate`` (default true: moment sizes re-equilibrated at every structure; false: kept), ``signs``
-  (an ordered state of another kind: +1/-1/0 per atom of the unit cell).
+  (an ordered state of another kind: +1/-1/0 per atom of the unit cell), ``sampling`` (PM: ``random``, the
+  default and the paper's; ``dlm-md`` or ``mdmc``: the sign patterns that MD of the potential with DLM redraws or
+  Metropolis flips visits, at ``temperature`` [K] 1000, one per ``sample_every`` steps (10), ``flip_attempts``
+  per mdmc move (8)).
 - ``tol``: moment equilibration tolerance [eV/mu_B], 1e-6.
 - ``relax``: full | volume | none (default full for FM/AFM, volume for PM); ``fmax`` [eV/A], 1e-3.
 - ``supercell``: repetitions of the unit cell for the state average (PM default 2 2 2, ordered 1 1 1;
   phonons and qha: the phonon supercell, default 2 2 2).
 - average: ``displace_atom`` (1-based, default the first atom of the first magnetic species),
   ``displacement`` [A] (3 numbers, default 0.01 0 0).
-- elastic: ``magnitudes`` (strains, default 0.005 0.01, both signs), ``method`` (stress | energy | both).
+- elastic: ``magnitudes`` (strains, default 0.005 0.01, both signs), ``method`` (stress | energy | both); a PM
+  result carries ``C_state_sem_GPa``, the standard error of C over its states.
 - phonons: ``distance`` [A] 0.01, ``primitive`` (phonopy primitive_matrix; default auto, AFM: P),
   ``mesh`` (16 16 16), ``band_points`` (41), ``nac`` {``epsilon``: scalar or 3x3, ``born``: {species: e}}.
 - qha: ``scales`` (lattice factors, at least 5; required), ``t_max`` [K] 1500, ``t_step`` [K] 10,
@@ -37,12 +41,12 @@ import numpy as np
 from ase import Atoms
 
 from ..ase_io import atoms_to_configuration
-from ..configuration import Configuration
+from ..configuration import EV_PER_A3_IN_GPA, Configuration
 from . import plots
 from .elastic import TABLE_COLUMNS, born_stability, comparison_rows, crystal_system, elastic_constants
 from .phonons import PhononRun
 from .qha import GAS_CONSTANT, MIN_VOLUMES, quasi_harmonic
-from .relax import EV_PER_A3_IN_GPA, relax_structure, supercell_atoms
+from .relax import relax_structure, supercell_atoms
 from .states import StateSpec, make_states, moment_summary, running_statistics
 
 __all__ = ['KINDS', 'SETTINGS', 'json_safe', 'parse_state', 'run_property', 'validate_settings']
@@ -61,7 +65,8 @@ KINDS = tuple(SETTINGS)
 def parse_state(model, settings: dict) -> StateSpec:
     """The :class:`StateSpec` of ``settings['state']``; refuses states a non-magnetic potential cannot have."""
     state = dict(settings.get('state') or {})
-    known = ('kind', 'moments', 'n_states', 'seed', 'equilibrate', 'signs')
+    known = ('kind', 'moments', 'n_states', 'seed', 'equilibrate', 'signs', 'sampling', 'temperature',
+             'sample_every', 'flip_attempts')  # fmt: skip
     unknown = sorted(set(state) - set(known))
     if unknown:
         raise ValueError(f'state: unknown keys {", ".join(unknown)} (known: {", ".join(known)})')
@@ -88,6 +93,10 @@ def parse_state(model, settings: dict) -> StateSpec:
         int(state.get('seed', 0)),
         bool(state.get('equilibrate', True)),
         None if state.get('signs') is None else tuple(int(x) for x in state['signs']),
+        str(state.get('sampling', 'random')),
+        float(state.get('temperature', 1000.0)),
+        int(state.get('sample_every', 10)),
+        int(state.get('flip_attempts', 8)),
     )
 
 
@@ -134,7 +143,7 @@ def _phase(model, unit: Configuration, spec: StateSpec, reps, settings: dict, lo
         raise ValueError('the paramagnetic average is relaxed in volume only (relax: volume or none)')
     species = tuple(model.species)
     atoms = supercell_atoms(unit, species, reps)
-    states = make_states(atoms_to_configuration(atoms, species), species, spec)
+    states = make_states(atoms_to_configuration(atoms, species), species, spec, model)
     atoms.calc = spec.calculator(model, states, float(settings.get('tol', 1e-6)))
     report = relax_structure(atoms, mode, fmax=float(settings.get('fmax', 1e-3)))
     report['mean_abs_moment_muB'] = _check_moments(atoms, species, spec, log)
@@ -241,7 +250,7 @@ def _average(model, unit, spec, settings, outdir, results, arrays, label, log) -
     if not 1 <= index <= len(atoms):
         raise ValueError(f'displace_atom {index} is not an atom of the {len(atoms)}-atom cell')
     shift = np.asarray(settings.get('displacement', [0.01, 0.0, 0.0]), dtype=float).reshape(3)
-    states = make_states(cfg, species, spec)
+    states = make_states(cfg, species, spec, model)
     positions = atoms.get_positions()
     positions[index - 1] += shift
     atoms.set_positions(positions)
@@ -327,6 +336,10 @@ def _elastic(model, unit, spec, settings, outdir, results, arrays, label, log) -
     )
     arrays['C'] = c
     arrays['C_error'] = np.array(main['error'])
+    sem = out.get('stress_strain', {}).get('state_sem')
+    if sem is not None:  # PM: the statistical error of the average over its states
+        results['C_state_sem_GPa'] = sem
+        arrays['C_state_sem'] = np.array(sem)
     if 'stress_strain' in out and 'energy_strain' in out:
         cs, ce = np.array(out['stress_strain']['C']), np.array(out['energy_strain']['C'])
         scale = np.abs(cs).max()
@@ -345,8 +358,9 @@ def _elastic(model, unit, spec, settings, outdir, results, arrays, label, log) -
         [[r['state'], r['method'], *(round(r[k], 1) for k in TABLE_COLUMNS)] for r in rows],
     )
     verdict = 'stable' if stability['stable'] else 'UNSTABLE'
+    pm = '' if sem is None else f' (+- {sem[0][0]:.2g}, {sem[0][1]:.2g}, {sem[3][3]:.2g} over the states)'
     log(
-        f'elastic constants ({system}, {group}): C11 {c[0, 0]:.1f}, C12 {c[0, 1]:.1f}, C44 {c[3, 3]:.1f} GPa; '
+        f'elastic constants ({system}, {group}): C11 {c[0, 0]:.1f}, C12 {c[0, 1]:.1f}, C44 {c[3, 3]:.1f} GPa{pm}; '
         f'Born-Huang: {verdict}'
     )
 

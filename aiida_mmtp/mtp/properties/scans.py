@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..configuration import Configuration
+from ..configuration import EV_PER_A3_IN_GPA, Configuration
 from ..structures import VOIGT_COMPONENTS
-from .relax import EV_PER_A3_IN_GPA
 
 __all__ = [
     'SCAN_KINDS',

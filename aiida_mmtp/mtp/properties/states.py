@@ -3,11 +3,12 @@
 A *state set* is a (K, N) array of signed starting moments (mu_B), one row per
 collinear state of an N-atom cell. Ordered phases are one state (FM, layered
 AFM); the paramagnetic phase is K random states with 50% of the moments of each
-magnetic species up (Kotykhov et al., sec. III.B). :class:`StateAverageCalculator`
-equilibrates the moments of every state at the current atoms (signs kept,
-magnitudes free) and returns the average energy, forces and stress over the
-states: an ASE calculator, so relaxation, strains and phonopy's displaced
-supercells all see the averaged phase.
+magnetic species up (Kotykhov et al., sec. III.B), or the sign patterns that MD
+with sign moves visits (``sampling``: ``dlm-md`` redraws, ``mdmc`` Metropolis
+flips). :class:`StateAverageCalculator` equilibrates the moments of every state
+at the current atoms (signs kept, magnitudes free) and returns the average
+energy, forces and stress over the states: an ASE calculator, so relaxation,
+strains and phonopy's displaced supercells all see the averaged phase.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from ase.calculators.calculator import Calculator, all_changes
 from ..ase_io import atoms_to_configuration
 from ..configuration import Configuration
 from ..simulate import equilibrate_moments, moment_signs
+from ..spinflip import sample_sign_patterns
 from ..structures import layered_afm, random_collinear_moments
 
 __all__ = [
+    'SAMPLINGS',
     'STATE_KINDS',
     'StateAverageCalculator',
     'StateSpec',
@@ -34,6 +37,9 @@ __all__ = [
 
 #: The magnetic phases the property calculations know.
 STATE_KINDS = ('FM', 'AFM', 'PM')
+#: How the PM states are drawn: independent random 50/50 patterns (the paper), or the patterns visited by MD with
+#: DLM redraws or Metropolis flips (:func:`~aiida_mmtp.mtp.spinflip.sample_sign_patterns`).
+SAMPLINGS = ('random', 'dlm-md', 'mdmc')
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,9 @@ class StateSpec:
     seed: seed of the random states.
     equilibrate: re-equilibrate the moment sizes at every structure (the paper's recipe); False keeps them
         at the starting sizes (fixed-moment states).
+    sampling: how the PM states are drawn (:data:`SAMPLINGS`): ``random`` (independent 50/50 patterns), or the
+        patterns held by MD of the model at ``temperature`` K just before each of its sign moves, made every
+        ``sample_every`` steps (``dlm-md``: redraws, ``mdmc``: ``flip_attempts`` Metropolis flips per move).
     signs: for an ordered state of another kind, the sign (+1, -1, 0) of each atom of the unit cell, repeated
         over supercells of it (e.g. AFM2 or a ferrimagnet); default: FM all +1, AFM layered along c.
     """
@@ -57,10 +66,23 @@ class StateSpec:
     seed: int = 0
     equilibrate: bool = True
     signs: tuple[int, ...] | None = None
+    sampling: str = 'random'
+    temperature: float = 1000.0
+    sample_every: int = 10
+    flip_attempts: int = 8
 
     def __post_init__(self) -> None:
         if self.kind not in STATE_KINDS:
             raise ValueError(f'magnetic state {self.kind!r}: choose from {", ".join(STATE_KINDS)}')
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f'state sampling {self.sampling!r}: choose from {", ".join(SAMPLINGS)}')
+        if self.sampling != 'random' and self.kind != 'PM':
+            raise ValueError(f'sampling {self.sampling} draws paramagnetic states: it needs kind PM, got {self.kind}')
+        if self.sample_every < 1 or self.flip_attempts < 1 or not self.temperature >= 0:
+            raise ValueError(
+                f'state sampling needs sample_every >= 1, flip_attempts >= 1 and temperature >= 0 K, got '
+                f'{self.sample_every}, {self.flip_attempts} and {self.temperature}'
+            )
         if self.kind == 'PM' and self.n_states < 2:
             raise ValueError(f'a paramagnetic average needs at least 2 random states, got n_states={self.n_states}')
         if self.signs is not None and (self.kind == 'PM' or any(x not in (-1, 0, 1) for x in self.signs)):
@@ -85,6 +107,10 @@ class StateSpec:
             'seed': self.seed,
             'equilibrate': self.equilibrate,
             'signs': None if self.signs is None else list(self.signs),
+            'sampling': self.sampling,
+            'temperature': self.temperature,
+            'sample_every': self.sample_every,
+            'flip_attempts': self.flip_attempts,
         }
 
     def calculator(self, model, states: np.ndarray, tol: float = 1e-6) -> StateAverageCalculator:
@@ -93,9 +119,10 @@ class StateSpec:
         return StateAverageCalculator(model, states, tol=tol, fixed=fixed)
 
 
-def make_states(cfg: Configuration, species: tuple[str, ...], spec: StateSpec) -> np.ndarray:
+def make_states(cfg: Configuration, species: tuple[str, ...], spec: StateSpec, model=None) -> np.ndarray:
     """The starting moments of ``spec`` for the cell ``cfg``: shape (K, N), mu_B; K = 1 for FM and AFM.
 
+    PM states sampled by MD (``spec.sampling`` other than ``random``) need the ``model`` that runs it.
     Raises ValueError when the cell cannot hold the state (no two layers of magnetic atoms for AFM, fewer
     than two magnetic atoms for PM) or names a species the potential does not have.
     """
@@ -120,6 +147,14 @@ def make_states(cfg: Configuration, species: tuple[str, ...], spec: StateSpec) -
     n_magnetic = int(np.isin(cfg.types, list(magnitude)).sum())
     if n_magnetic < 2:
         raise ValueError(f'a paramagnetic average needs at least two magnetic atoms in the cell, it has {n_magnetic}')
+    if spec.sampling != 'random':
+        if model is None:
+            raise ValueError(f'{spec.sampling} sampling of the PM states needs the potential that runs the MD')
+        states, _ = sample_sign_patterns(
+            model, cfg, magnitude, spec.n_states, kind='dlm' if spec.sampling == 'dlm-md' else 'mdmc',
+            temperature=spec.temperature, every=spec.sample_every, attempts=spec.flip_attempts, seed=spec.seed,
+        )  # fmt: skip
+        return states
     rng = np.random.default_rng(spec.seed)
     return np.array([random_collinear_moments(cfg.types, magnitude, rng) for _ in range(spec.n_states)])
 
