@@ -156,3 +156,18 @@ def test_the_command_line_offers_the_engine_states_and_properties():
 
     commands = build_parser()._subparsers._group_actions[0].choices
     assert tuple(commands['properties']._actions[1].choices) == KINDS
+
+
+def test_one_state_section_serves_every_state_the_pm_sampling_only_pm():
+    """``settings.state: {sampling: dlm-md}`` reaches the PM job; FM and AFM jobs, one state each, do not get it
+    (the engine refuses a sampled ordered state)."""
+    from aiida_mmtp.mtp.properties.run import parse_state
+    from aiida_mmtp.mtp.reference import MagneticPairPotential
+    from aiida_mmtp.workchains.properties import job_parameters
+
+    settings = {'state': {'n_states': 12, 'sampling': 'dlm-md', 'temperature': 800}, 'elastic': {'method': 'stress'}}
+    for state in ('FM', 'AFM', 'PM'):
+        params = job_parameters(settings, state, 'elastic')
+        spec = parse_state(MagneticPairPotential(), params['settings'])
+        assert spec.kind == state and params['settings']['method'] == 'stress'
+        assert (spec.sampling, spec.temperature) == (('dlm-md', 800.0) if state == 'PM' else ('random', 1000.0))

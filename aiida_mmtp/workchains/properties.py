@@ -21,7 +21,7 @@ from aiida.engine import WorkChain, calcfunction
 from ..calculations.properties import MmtpPropertiesCalculation, validate_properties
 from ..data.potential import MtpPotentialData
 from ..mtp.properties.run import KINDS
-from ..mtp.properties.states import STATE_KINDS
+from ..mtp.properties.states import PM_SAMPLING_KEYS, STATE_KINDS
 from .common import engine_metadata, why_failed
 
 __all__ = ['PropertiesWorkChain', 'job_parameters', 'summarise']
@@ -32,9 +32,12 @@ _STATES = STATE_KINDS
 
 def job_parameters(settings: dict, state: str, kind: str) -> dict:
     """The ``parameters`` of one job: ``settings['common']`` under ``settings[kind]``, the state's sampling from
-    ``settings['state']`` (moments, n_states, seed) and its kind."""
+    ``settings['state']`` (moments, n_states, seed; for PM also how its states are drawn) and its kind."""
     merged = {**settings.get('common', {}), **settings.get(kind, {})}
     merged['state'] = {**settings.get('state', {}), 'kind': state}
+    if state != 'PM':  # an ordered state is one state: the PM sampling keys do not apply to it
+        for key in PM_SAMPLING_KEYS:
+            merged['state'].pop(key, None)
     return {'kind': kind, 'settings': merged}
 
 

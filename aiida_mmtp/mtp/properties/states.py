@@ -26,6 +26,7 @@ from ..spinflip import sample_sign_patterns
 from ..structures import layered_afm, random_collinear_moments
 
 __all__ = [
+    'PM_SAMPLING_KEYS',
     'SAMPLINGS',
     'STATE_KINDS',
     'StateAverageCalculator',
@@ -40,6 +41,8 @@ STATE_KINDS = ('FM', 'AFM', 'PM')
 #: How the PM states are drawn: independent random 50/50 patterns (the paper), or the patterns visited by MD with
 #: DLM redraws or Metropolis flips (:func:`~aiida_mmtp.mtp.spinflip.sample_sign_patterns`).
 SAMPLINGS = ('random', 'dlm-md', 'mdmc')
+#: The state settings that only a PM state has (how its states are drawn).
+PM_SAMPLING_KEYS = ('sampling', 'temperature', 'sample_every', 'flip_attempts')
 
 
 @dataclass(frozen=True)
