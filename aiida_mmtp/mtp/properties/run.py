@@ -47,7 +47,7 @@ from .elastic import TABLE_COLUMNS, born_stability, comparison_rows, crystal_sys
 from .phonons import PhononRun
 from .qha import GAS_CONSTANT, MIN_VOLUMES, quasi_harmonic
 from .relax import relax_structure, supercell_atoms
-from .states import StateSpec, make_states, moment_summary, running_statistics
+from .states import PM_SAMPLING_KEYS, StateSpec, make_states, moment_summary, running_statistics
 
 __all__ = ['KINDS', 'SETTINGS', 'json_safe', 'parse_state', 'run_property', 'validate_settings']
 
@@ -60,13 +60,14 @@ SETTINGS = {
     'qha': _COMMON | {'scales', 't_max', 't_step', 'mesh', 'distance', 'primitive', 'neel_temperature'},
 }
 KINDS = tuple(SETTINGS)
+#: The PM sampling settings and the type each is read as (their defaults are :class:`StateSpec`'s).
+_SAMPLING_TYPES = dict(zip(PM_SAMPLING_KEYS, (str, float, int, int), strict=True))
 
 
 def parse_state(model, settings: dict) -> StateSpec:
     """The :class:`StateSpec` of ``settings['state']``; refuses states a non-magnetic potential cannot have."""
     state = dict(settings.get('state') or {})
-    known = ('kind', 'moments', 'n_states', 'seed', 'equilibrate', 'signs', 'sampling', 'temperature',
-             'sample_every', 'flip_attempts')  # fmt: skip
+    known = ('kind', 'moments', 'n_states', 'seed', 'equilibrate', 'signs', *PM_SAMPLING_KEYS)
     unknown = sorted(set(state) - set(known))
     if unknown:
         raise ValueError(f'state: unknown keys {", ".join(unknown)} (known: {", ".join(known)})')
@@ -93,10 +94,7 @@ def parse_state(model, settings: dict) -> StateSpec:
         int(state.get('seed', 0)),
         bool(state.get('equilibrate', True)),
         None if state.get('signs') is None else tuple(int(x) for x in state['signs']),
-        str(state.get('sampling', 'random')),
-        float(state.get('temperature', 1000.0)),
-        int(state.get('sample_every', 10)),
-        int(state.get('flip_attempts', 8)),
+        **{key: kind_of(state[key]) for key, kind_of in _SAMPLING_TYPES.items() if key in state},  # else StateSpec's
     )
 
 
