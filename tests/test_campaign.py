@@ -188,7 +188,7 @@ def test_fast_campaign_converges_with_full_provenance(codes, tmp_path):
     assert prepared.is_finished_ok and prepared.inputs.parameters['grading'] is False
     (strain,) = [n for n in node.called if n.process_label == 'strain_prepared']
     assert strain.inputs.prepared.uuid == prepared.outputs.final.uuid
-    origins = [o.rsplit(':', 2)[1:] for o in strain.outputs.result.base.attributes.get('origins')]
+    origins = [o.rsplit(':', 2)[1:] for o in strain.outputs.result.origins]
     assert origins == [['prepared', 'strain yz +0.01'], ['prepared', 'strain yz -0.01']]
     (shear,) = [n for n in node.called if n.process_label == ITERATION and n.label.startswith('shear')]
     assert shear.inputs.configurations.uuid == strain.outputs.result.uuid  # the labelled cells are the prepared ones

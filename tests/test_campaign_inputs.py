@@ -79,6 +79,18 @@ def test_bad_structures_and_identifiers_are_named(profile, tmp_path):
     assert 'Workflow' not in processes(profile) and 'Calculation' not in processes(profile)  # nothing was submitted
 
 
+def test_a_rehearsal_by_the_reference_model_needs_no_abinit_code_and_is_validated(profile, tmp_path):
+    """``--reference-labeller``: the labelling is the engine's model, so no abinit code is looked up; the campaign
+    is still validated, its labeller included, before anything is submitted."""
+    path = tmp_path / 'overrides.yaml'
+    path.write_text('max_iterations: 0\n')
+    launch = ['campaign', 'launch', '-p', 'inputs', '--protocol', 'paper', '--reference-labeller']
+    refused(cli(profile, *launch, '--abinit-code', 'nosuch@nowhere', '--overrides', path),
+            'max_iterations must be at least 1, got 0')  # fmt: skip
+    refused(cli(profile, *launch, '--mmtp-code', 'nosuch@nowhere'), 'run aiida-mmtp setup first')
+    assert 'Workflow' not in processes(profile) and 'Calculation' not in processes(profile)  # nothing was submitted
+
+
 STATES = """\
 import json, subprocess, sys
 from aiida import load_profile, orm

@@ -388,5 +388,5 @@ def test_initial_set_perturbs_the_dft_equilibrium_moments(abinit_code):
     for cfg in labels.get_configurations()[1:]:  # the perturbed copies: cDFT at m0 +-15%, never the nominal 2.0
         assert 0.85 * m0 <= cfg.moments[0] <= 1.15 * m0 and abs(cfg.moments[0] - m0) > 0.01
         assert np.sign(cfg.mag_forces[0]) == np.sign(m0 - cfg.moments[0])  # T = -dE/dm points back to m0
-    assert labels.base.attributes.get('origins')[1:] == ['prim:scale1:FM:displaced0:perturbed1',
+    assert labels.origins[1:] == ['prim:scale1:FM:displaced0:perturbed1',
                                                         'prim:scale1:FM:displaced0:perturbed2']  # fmt: skip

@@ -64,6 +64,43 @@ def test_training_set_node_round_trip_and_exports(aiida_profile, tmp_path, label
     assert (tmp_path / 'set.xyz').read_text().count('Lattice=') == 3
 
 
+def test_merged_training_sets_hold_their_labels_by_reference(aiida_profile, labelled):
+    """A merge of stored sets stores no label again, however often it is merged (a campaign's iterations), and
+    reads exactly as the copy it replaces: configurations, sources, k-points, origins, counts."""
+    from aiida import orm
+
+    from aiida_mmtp.calculations.functions import concatenate_training_sets, merge_training_sets
+    from aiida_mmtp.data import TrainingSetData
+
+    _, configs = labelled
+    sets = []
+    for k, cfg in enumerate(configs):
+        one = TrainingSetData([cfg], ['Cr', 'N'], fidelity={'ecut_Ha': 20}, sources=[f'run{k}'],
+                              kpoints=[((2, 2, 2), [[0.5, 0.5, 0.5]])])  # fmt: skip
+        one.base.attributes.set('origins', [f'cell{k}'])
+        sets.append(one.store())
+    growing = sets[0]
+    for new in sets[1:]:  # iteration after iteration: the last set merged with the new labels
+        growing = merge_training_sets(a=growing, b=new)
+    copy = concatenate_training_sets([TrainingSetData(configs, ['Cr', 'N'])])  # unstored parts: a copy
+    assert not copy.by_reference and growing.by_reference
+    loaded = orm.load_node(growing.pk)
+    assert loaded.base.attributes.get('parts') == [s.uuid for s in sets]  # flat: the stored sets, once each
+    assert loaded.base.repository.list_object_names() == []  # no array of its own
+    assert len(loaded) == 3 and loaded.base.attributes.get('n_atoms') == 18
+    assert loaded.base.attributes.get('label_counts') == {'energy': 3, 'forces': 3, 'virial': 2, 'mag_forces': 3}
+    assert loaded.sources == ['run0', 'run1', 'run2'] and loaded.origins == ['cell0', 'cell1', 'cell2']
+    assert loaded.kpoints == [((2, 2, 2), [[0.5, 0.5, 0.5]])] * 3 and loaded.fidelity == {'ecut_Ha': 20}
+    for a, b in zip(configs, loaded.get_configurations()):
+        for name in ('positions', 'types', 'cell', 'moments', 'forces', 'virial', 'mag_forces'):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None and y is None) or np.array_equal(x, y), name
+        assert a.energy == b.energy
+    assert merge_training_sets(a=loaded, b=loaded).base.attributes.get('parts') == [s.uuid for s in sets] * 2
+    with pytest.raises(ValueError, match=r'different settings \(ecut_Ha\)'):
+        merge_training_sets(a=loaded, b=TrainingSetData(configs, ['Cr', 'N'], fidelity={'ecut_Ha': 25}).store())
+
+
 def test_training_sets_of_different_fidelity_are_not_mixed(aiida_profile, labelled):
     from aiida_mmtp.data import TrainingSetData
 

@@ -83,7 +83,7 @@ def test_md_is_graded_and_maxvol_selects_from_what_it_preselected(fitted, mmtp_c
 
     selected, sel = run_get_node(MmtpSelectCalculation, code=mmtp_code, potential=results['potential'],
                                  active_set=results['active_set'], candidates=preselected,
-                                 parameters=orm.Dict({'max_selected': 3}),
+                                 parameters=orm.Dict({'max_selected': 3, 'updated_active_set': True}),
                                  metadata={'options': {'resources': {'num_machines': 1,
                                                                      'num_mpiprocs_per_machine': 2}}})  # fmt: skip
     assert sel.is_finished_ok, sel.exit_message
@@ -100,6 +100,18 @@ def test_md_is_graded_and_maxvol_selects_from_what_it_preselected(fitted, mmtp_c
     # the selected rows entered the active set: the same candidates now grade <= 1
     als, pot = selected['active_set'].get_active_set(), results['potential'].get_potential()
     assert all(als.grade(pot, picked[k]) <= 1 + 1e-6 for k in rep['selected'])
+
+    # only what becomes no node stays in `retrieved`: the logs and the report (the rest was read and let go)
+    def kept(job) -> list[str]:
+        return sorted(n for n in job.outputs.retrieved.base.repository.list_object_names() if n[0] != '_')
+
+    assert kept(sel) == ['select.json', 'select.log']  # no output.als, no selected.cfg
+    assert kept(results['potential'].creator) == ['report.json', 'select.log', 'train.log']  # no .mtp, no .als
+    # and the input nodes written out for the job are not stored again in its node (a fit's training set, a
+    # simulation's active set: iterations x labels, and 2.9 MB per job at 606 parameters)
+    for job in (sel, results['potential'].creator, *[n for n in node.called_descendants if n.process_label]):
+        if hasattr(job, 'get_job_id'):
+            assert not [n for n in job.base.repository.list_object_names() if n.endswith(('.als', '.cfg', '.mtp'))]
 
 
 def test_bad_engine_inputs_are_refused_before_running(fitted, mmtp_code):

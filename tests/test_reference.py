@@ -165,7 +165,7 @@ def test_reference_work_chain_with_abinit_then_cached(codes):
         assert node.is_finished_ok, node.exit_message
         reference = results['reference'].get_dict()
         labels = results['labels']
-        origins = labels.base.attributes.get('origins')
+        origins = labels.origins
         assert len(labels) == 4 + 5 + 3 and len(origins) == len(labels)
         steps = {c.link_label: c for c in node.base.links.get_outgoing().all() if c.link_label.endswith('_scan')}
         assert sorted(steps) == ['moment_scan', 'scale_scan', 'strain_scan']

@@ -127,8 +127,15 @@ class MmtpEngineCalculation(CalcJob):
         spec.exit_code(300, 'ERROR_OUTPUT_MISSING', invalidates_cache=True, message='The job wrote no {filename}.')
         spec.exit_code(310, 'ERROR_COMMAND_FAILED', invalidates_cache=True, message='mmtp failed: {message}')
 
-    def _calcinfo(self, commands: list[tuple[list[str], str]], retrieve: list[str]) -> CalcInfo:
-        """Run each ``(arguments, log file)`` with the code, in order; retrieve ``retrieve`` and the logs."""
+    def _calcinfo(
+        self, folder, commands: list[tuple[list[str], str]], retrieve: list[str], temporary: list[str] = ()
+    ) -> CalcInfo:
+        """Run each ``(arguments, log file)`` with the code, in order; retrieve ``retrieve`` and the logs, and
+        ``temporary`` for the parser only (files that become nodes of their own are not stored twice).
+
+        Every file written so far in ``folder`` is an input node written out (potential, active set, training set,
+        configurations): none is copied into the job's node (``provenance_exclude_list``), so a campaign does not
+        store its training set again with every fit, nor its active set with every simulation job."""
         codes = []
         for args, log in commands:
             codeinfo = CodeInfo()
@@ -140,6 +147,8 @@ class MmtpEngineCalculation(CalcJob):
         calcinfo = CalcInfo()
         calcinfo.codes_info = codes
         calcinfo.retrieve_list = list(retrieve) + [log for _, log in commands]
+        calcinfo.retrieve_temporary_list = list(temporary)
+        calcinfo.provenance_exclude_list = sorted(folder.get_content_list())
         threads = job_threads(self.node.get_option('resources'))
         # after the computer's and the code's prepend text (which may set OMP_NUM_THREADS=1 for ABINIT's sake)
         calcinfo.prepend_text = f'export NUMBA_NUM_THREADS={threads} OMP_NUM_THREADS={threads}'
@@ -172,9 +181,10 @@ def validate_select(value, ctx) -> str | None:
     if ('training_set' in value) == ('active_set' in value):
         return 'give either `training_set` (to build the active set) or `active_set`, not both and not neither'
     params = value['parameters'].get_dict() if 'parameters' in value else {}
-    unknown = sorted(set(params) - {'max_selected', 'fill', 'neighborhoods'})
+    known = ('max_selected', 'fill', 'neighborhoods', 'updated_active_set')
+    unknown = sorted(set(params) - set(known))
     if unknown:
-        return f'unknown parameters: {", ".join(unknown)} (known: max_selected, fill, neighborhoods)'
+        return f'unknown parameters: {", ".join(unknown)} (known: {", ".join(known)})'
     if params.get('max_selected') is not None and int(params['max_selected']) < 1:
         return f'max_selected must be at least 1, got {params["max_selected"]}'
     if 'active_set' in value and 'potential' in value:
@@ -205,11 +215,18 @@ class MmtpSelectCalculation(MmtpEngineCalculation):
             'parameters',
             valid_type=orm.Dict,
             required=False,
-            help='max_selected, fill (unit-row diagonal), neighborhoods (per-atom rows, with training_set)',
+            help='max_selected, fill (unit-row diagonal), neighborhoods (per-atom rows, with training_set), '
+            'updated_active_set (with active_set and candidates: output the active set updated by the selected rows; '
+            'default False, a refit rebuilds it)',
         )
         spec.inputs.validator = validate_select
         spec.inputs['metadata']['options']['parser_name'].default = 'mmtp.select'
-        spec.output('active_set', valid_type=ActiveSetData, help='The active set (updated by the selected rows).')
+        spec.output(
+            'active_set',
+            valid_type=ActiveSetData,
+            required=False,
+            help='The active set built from `training_set` (with candidates: updated by the selected rows).',
+        )
         spec.output('selected', valid_type=TrainingSetData, required=False, help='Candidates to label (if any).')
         spec.output('report', valid_type=orm.Dict, help='n_candidates, n_selected, selected (candidate indices).')
         spec.default_output_node = 'report'
@@ -234,7 +251,7 @@ class MmtpSelectCalculation(MmtpEngineCalculation):
             args += ['--candidates', self._CANDIDATES, '--selected', self._SELECTED]
             if params.get('max_selected') is not None:
                 args += ['--max', str(int(params['max_selected']))]
-        return self._calcinfo([(args, self._LOG)], [self._ALS_OUT, self._SELECTED, self._REPORT])
+        return self._calcinfo(folder, [(args, self._LOG)], [self._REPORT], temporary=[self._ALS_OUT, self._SELECTED])
 
 
 def validate_simulate(value, ctx) -> str | None:
@@ -310,5 +327,5 @@ class MmtpSimulateCalculation(MmtpEngineCalculation):
                 args += [flag] if value else []
             elif value is not None:
                 args += [flag, str(value)]
-        retrieve = [self._FINAL, self._PRESELECTED, self._REPORT, self._TRAJECTORY]
-        return self._calcinfo([(args, self._LOG)], retrieve)
+        temporary = [self._FINAL, self._PRESELECTED, self._TRAJECTORY]
+        return self._calcinfo(folder, [(args, self._LOG)], [self._REPORT], temporary=temporary)

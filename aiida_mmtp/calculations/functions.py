@@ -44,7 +44,8 @@ def concatenate_training_sets(
 ) -> TrainingSetData:
     """The body of :func:`merge_training_sets` (for use inside other calcfunctions): ``ordered`` in that order, checked
     for species and fidelity, each label keeping its source and k-point sampling (and its origin, where every set
-    records ``origins``); a new, unstored node."""
+    records ``origins``); a new, unstored node, which refers to ``ordered`` where they are all stored (no label is
+    copied) and holds copies of their labels otherwise."""
     if not ordered:
         raise ValueError('nothing to merge: give at least one training set')
     first = ordered[0]
@@ -53,11 +54,13 @@ def concatenate_training_sets(
     fidelities = [s.fidelity for s in ordered]
     same = all(not fidelity_difference(fidelities[0], f) for f in fidelities)
     fidelity = fidelities[0] if same else {'mixed': fidelities}
+    if all(s.is_stored for s in ordered):  # by reference: each label is stored once, however often it is merged
+        return TrainingSetData(parts=ordered, fidelity=fidelity)
     configurations = [cfg for s in ordered for cfg in s.get_configurations()]
     sources = [src for s in ordered for src in s.sources]
     kpoints = [kp for s in ordered for kp in s.kpoints]
     out = TrainingSetData(configurations, first.species, fidelity=fidelity, sources=sources, kpoints=kpoints)
-    origins = [s.base.attributes.get('origins', None) for s in ordered]
+    origins = [s.origins for s in ordered]
     if all(o is not None for o in origins):
         out.base.attributes.set('origins', [origin for o in origins for origin in o])
     return out

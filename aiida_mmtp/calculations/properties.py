@@ -118,7 +118,7 @@ class MmtpPropertiesCalculation(MmtpEngineCalculation):
             '--species',
             *species,
         ]
-        return self._calcinfo([(args, self._LOG)], [self._RESULTS, self._ARRAYS, '*.png', '*.csv'])
+        return self._calcinfo(folder, [(args, self._LOG)], [self._RESULTS, self._ARRAYS, '*.png', '*.csv'])
 
 
 def validate_scans(value, ctx) -> str | None:
@@ -128,7 +128,7 @@ def validate_scans(value, ctx) -> str | None:
     labels, potential = value['labels'], value['potential']
     if list(labels.species) != list(potential.species):
         return f'the labels are for {", ".join(labels.species)}, the potential for {", ".join(potential.species)}'
-    origins = labels.base.attributes.get('origins', None)
+    origins = labels.origins
     if origins is None or len(origins) != len(labels):
         return 'the labels carry no scan origins (attribute origins, one per configuration)'
     return None
@@ -157,9 +157,9 @@ class MmtpScansCalculation(MmtpEngineCalculation):
 
         self._write_potential(folder)
         configs = self.inputs.labels.get_configurations()
-        for cfg, origin in zip(configs, self.inputs.labels.base.attributes.get('origins')):
+        for cfg, origin in zip(configs, self.inputs.labels.origins):
             cfg.features = {'origin': origin}
         write_cfg(configs, folder.get_abs_path(self._LABELS))
         args = ['scans', self._POTENTIAL_IN, '--labels', self._LABELS, '--output-dir', '.',
                 '--species', *self.inputs.potential.species]  # fmt: skip
-        return self._calcinfo([(args, self._LOG)], [self._RESULTS, self._ARRAYS, '*.png'])
+        return self._calcinfo(folder, [(args, self._LOG)], [self._RESULTS, self._ARRAYS, '*.png'])

@@ -115,4 +115,4 @@ class MmtpTrainCalculation(MmtpEngineCalculation):
             select = ['select', self._POTENTIAL_OUT, '--train', self._TRAIN, '--output', self._ALS_OUT]
             select += ['--neighborhoods'] if settings['neighborhoods'] else []
             commands.append((select + ['--species', *species], self._SELECT_LOG))
-        return self._calcinfo(commands, [self._POTENTIAL_OUT, self._REPORT, self._ALS_OUT])
+        return self._calcinfo(folder, commands, [self._REPORT], temporary=[self._POTENTIAL_OUT, self._ALS_OUT])

@@ -83,7 +83,11 @@ def campaign():
 @click.option('--daemon/--foreground', default=False, show_default=True, help='Submit to the daemon or run here.')
 @click.option('--abinit-code', default=f'{ABINIT_CODE}@localhost', show_default=True)
 @click.option('--mmtp-code', default=f'{MMTP_CODE}@localhost', show_default=True)
-def launch(profile, protocol, structure_file, overrides, max_iterations, restart_from, daemon, abinit_code, mmtp_code):
+@click.option('--reference-labeller', is_flag=True, default=False,
+              help='Label by the analytic reference model (mmtp.reference.label) instead of cDFT: a rehearsal of '
+              "the protocol's stages without DFT (its potential is not the material's).")  # fmt: skip
+def launch(profile, protocol, structure_file, overrides, max_iterations, restart_from, daemon, abinit_code, mmtp_code,
+           reference_labeller):  # fmt: skip
     """Launch a campaign with a protocol; prints where its results and provenance are."""
     import yaml
 
@@ -92,6 +96,7 @@ def launch(profile, protocol, structure_file, overrides, max_iterations, restart
     from aiida.engine import submit
 
     from ..workchains.campaign import CampaignWorkChain
+    from ..workchains.labellers import REFERENCE_LABELLER
 
     try:
         extra = yaml.safe_load(Path(overrides).read_text()) if overrides else {}
@@ -108,15 +113,19 @@ def launch(profile, protocol, structure_file, overrides, max_iterations, restart
     if structure_file:
         structure = _read_structure(structure_file)
     try:
-        codes = orm.load_code(abinit_code), orm.load_code(mmtp_code)
+        mmtp = orm.load_code(mmtp_code)
+        abinit = None if reference_labeller else orm.load_code(abinit_code)
     except Exception as exc:  # NotExistent
         raise click.ClickException(f'{exc}: run aiida-mmtp setup first') from exc
-    warning = protocol_warning('campaign', protocol)
+    labeller = {'workchain': REFERENCE_LABELLER, 'code': mmtp} if reference_labeller else None
+    warning = None if reference_labeller else protocol_warning('campaign', protocol)
     if warning:
         click.secho(f'warning: {warning}', err=True, fg='yellow')
     try:
-        builder = CampaignWorkChain.get_builder_from_protocol(*codes, structure=structure, protocol=protocol,
-                                                              overrides=extra)  # fmt: skip
+        builder = CampaignWorkChain.get_builder_from_protocol(abinit, mmtp, structure=structure, protocol=protocol,
+                                                              overrides=extra, labeller=labeller)  # fmt: skip
+        if reference_labeller:  # an engine job like the others: the campaign's engine options
+            builder.labeller.options = builder.engine_options
         if restart_from:
             builder.restart_from = orm.Str(str(restart_from))
         if daemon:

@@ -65,18 +65,27 @@ class TrainingSetData(orm.ArrayData):
     known, the array ``kmesh`` (K, 3) (0 where unknown) and the attribute
     ``kshifts`` hold them, and every one must sample the same k-point set as
     the fidelity key's ``kpoints.reference``: one training set, one fidelity.
+
+    A set made of other stored sets (``parts``, as :func:`merge_training_sets` makes it) holds no arrays and no
+    per-label attributes of its own: the attribute ``parts`` lists the UUIDs of the stored sets that hold its labels,
+    in order, so that a campaign's training set of iteration n costs the storage of its new labels only, not of all n.
+    Every accessor reads through to them.
     """
 
     def __init__(
         self,
-        configurations: Sequence[Configuration],
-        species: Sequence[str],
+        configurations: Sequence[Configuration] = (),
+        species: Sequence[str] = (),
         fidelity: dict | None = None,
         sources: Sequence[str | None] | None = None,
         kpoints: Sequence[KpointSampling | None] | None = None,
+        parts: Sequence[TrainingSetData] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if parts is not None:
+            self._refer_to(list(parts), fidelity)
+            return
         configs = list(configurations)
         if not configs:
             raise ValueError('a training set needs at least one configuration')
@@ -112,6 +121,44 @@ class TrainingSetData(orm.ArrayData):
         if kpoints is not None and any(kp is not None for kp in kpoints):
             self._set_kpoints(configs, kpoints, dict(fidelity or {}))
 
+    def _refer_to(self, parts: list[TrainingSetData], fidelity: dict | None) -> None:
+        """A set of the labels of ``parts`` (stored sets, checked compatible by the caller), by reference."""
+        if not parts:
+            raise ValueError('a training set needs at least one configuration')
+        leaves = [leaf for part in parts for leaf in part._leaves()]
+        unstored = [k + 1 for k, leaf in enumerate(leaves) if not leaf.is_stored]
+        if unstored:
+            raise ValueError(f'a set made by reference needs stored parts; part {unstored[0]} is not stored')
+        counts = [leaf.base.attributes.get('label_counts') for leaf in leaves]
+        self.base.attributes.set('species', parts[0].species)
+        self.base.attributes.set('n_configurations', sum(len(leaf) for leaf in leaves))
+        self.base.attributes.set('n_atoms', sum(int(leaf.base.attributes.get('n_atoms')) for leaf in leaves))
+        self.base.attributes.set('label_counts', {name: sum(c[name] for c in counts) for name in _LABELS})
+        self.base.attributes.set('fidelity', dict(fidelity or {}))
+        self.base.attributes.set('parts', [leaf.uuid for leaf in leaves])
+
+    def _leaves(self) -> list[TrainingSetData]:
+        """The sets that hold this set's arrays, in order: itself, or its parts."""
+        uuids = self.base.attributes.get('parts', None)
+        if uuids is None:
+            return [self]
+        if getattr(self, '_leaf_nodes', None) is None:
+            self._leaf_nodes = [orm.load_node(uuid) for uuid in uuids]
+        return self._leaf_nodes
+
+    @property
+    def by_reference(self) -> bool:
+        """Whether this set holds its labels by reference to other sets (attribute ``parts``)."""
+        return self.base.attributes.get('parts', None) is not None
+
+    @property
+    def origins(self) -> list[str] | None:
+        """What each configuration is (e.g. ``conventional:FM:scale1.0:displaced1``), or None where not recorded."""
+        if not self.by_reference:
+            return self.base.attributes.get('origins', None)
+        origins = [leaf.origins for leaf in self._leaves()]
+        return None if any(o is None for o in origins) else [x for o in origins for x in o]
+
     def _set_kpoints(self, configs: list[Configuration], kpoints: Sequence, fidelity: dict) -> None:
         """Store each label's mesh and shifts; refuse any that samples another set than the key's reference."""
         reference = (fidelity.get('kpoints') or {}).get('reference')
@@ -137,11 +184,15 @@ class TrainingSetData(orm.ArrayData):
     @property
     def sources(self) -> list[str]:
         """UUID of the calculation that labelled each configuration ('' where unknown)."""
+        if self.by_reference:
+            return [src for leaf in self._leaves() for src in leaf.sources]
         return list(self.base.attributes.get('sources', [''] * len(self)))
 
     @property
     def kpoints(self) -> list[KpointSampling | None]:
         """Per configuration, the (mesh, shifts) it was labelled with, or None where unknown."""
+        if self.by_reference:
+            return [kp for leaf in self._leaves() for kp in leaf.kpoints]
         if 'kmesh' not in self.get_arraynames():
             return [None] * len(self)
         shifts = self.base.attributes.get('kshifts')
@@ -153,6 +204,8 @@ class TrainingSetData(orm.ArrayData):
 
     def get_configurations(self) -> list[Configuration]:
         """The configurations, exactly as stored."""
+        if self.by_reference:
+            return [cfg for leaf in self._leaves() for cfg in leaf.get_configurations()]
         natoms = self.get_array('natoms')
         starts = np.concatenate([[0], np.cumsum(natoms)])
         arrays = {name: self.get_array(name) for name in ('cells', 'types', 'positions', 'moments', 'energy',

@@ -268,9 +268,18 @@ def _cmd_label_ref(args: argparse.Namespace) -> int:
     from .reference import MagneticPairPotential
 
     ref = MagneticPairPotential()
-    configs = [ref.label(c) for c in read_cfg(args.input)]
+    configs = read_cfg(args.input)
+    if args.free_moments:  # the model's own moments at fixed atoms (signs kept), as free spin-polarised DFT finds
+        from .simulate import equilibrate_moments
+
+        configs = [equilibrate_moments(ref, cfg, tol=1e-6, max_iter=500)[0] for cfg in configs]
+    configs = [ref.label(cfg) for cfg in configs]
     write_cfg(configs, args.output)
-    print(f'label-ref: {len(configs)} configurations labelled by the analytic reference, written to {args.output}')
+    moments = 'equilibrium' if args.free_moments else 'given'
+    print(
+        f'label-ref: {len(configs)} configurations labelled by the analytic reference at their {moments} moments, '
+        f'written to {args.output}'
+    )
     return 0
 
 
@@ -493,6 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('label-ref', help='label configurations with the analytic magnetic pair potential (tests)')
     p.add_argument('input')
     p.add_argument('output')
+    p.add_argument(
+        '--free-moments',
+        action='store_true',
+        help="label at the model's equilibrium moments (signs kept) instead of the given ones",
+    )
     p.set_defaults(func=_cmd_label_ref)
     return parser
 

@@ -13,6 +13,7 @@ from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from ..calculations.engine import MmtpSelectCalculation, MmtpSimulateCalculation
+from ..calculations.label_ref import REFERENCE_FIDELITY, MmtpLabelRefCalculation
 from ..calculations.train import MmtpTrainCalculation
 from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
@@ -21,14 +22,33 @@ from ..mtp.cfg_io import read_cfg
 from ..mtp.mtp_io import parse_mtp
 from ..mtp.selection import ActiveSet
 
-__all__ = ['MmtpPropertiesParser', 'MmtpSelectParser', 'MmtpSimulateParser', 'MmtpTrainParser']
+__all__ = ['MmtpLabelRefParser', 'MmtpPropertiesParser', 'MmtpSelectParser', 'MmtpSimulateParser', 'MmtpTrainParser']
 
 
 class EngineParser(Parser):
-    """Shared reading of retrieved files; a missing file becomes 310 with the log's last line, or 300."""
+    """Shared reading of retrieved files; a missing file becomes 310 with the log's last line, or 300.
+
+    Files that become nodes of their own (potential, active set, configurations, trajectory) are retrieved into the
+    temporary folder (``retrieve_temporary_list``): read here, never stored a second time in ``retrieved``."""
+
+    def parse(self, **kwargs) -> ExitCode | None:
+        folder = kwargs.get('retrieved_temporary_folder')
+        self._temporary = Path(folder) if folder else None
+        return self._parse()
+
+    def _parse(self) -> ExitCode | None:
+        raise NotImplementedError
 
     def _names(self) -> list[str]:
-        return self.retrieved.base.repository.list_object_names()
+        names = self.retrieved.base.repository.list_object_names()
+        if self._temporary is not None and self._temporary.is_dir():
+            names += [p.name for p in self._temporary.iterdir() if p.is_file()]
+        return names
+
+    def _bytes(self, name: str) -> bytes:
+        if name in self.retrieved.base.repository.list_object_names():
+            return self.retrieved.base.repository.get_object_content(name, 'rb')
+        return (self._temporary / name).read_bytes()
 
     def _missing(self, required: list[str], logs: list[str]) -> ExitCode | None:
         names = self._names()
@@ -42,7 +62,7 @@ class EngineParser(Parser):
         return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=', '.join(absent))
 
     def _text(self, name: str) -> str:
-        return self.retrieved.base.repository.get_object_content(name)
+        return self._bytes(name).decode()
 
     def _json(self, name: str) -> dict:
         return json.loads(self._text(name))
@@ -61,13 +81,13 @@ class EngineParser(Parser):
         return TrainingSetData(configs, species), grades
 
     def _active_set(self, name: str) -> ActiveSetData:
-        return ActiveSetData(ActiveSet.load(io.BytesIO(self.retrieved.base.repository.get_object_content(name, 'rb'))))
+        return ActiveSetData(ActiveSet.load(io.BytesIO(self._bytes(name))))
 
 
 class MmtpTrainParser(EngineParser):
     """``output.mtp`` -> ``potential``; ``report.json`` -> ``report``; ``output.als`` -> ``active_set``."""
 
-    def parse(self, **kwargs) -> ExitCode | None:
+    def _parse(self) -> ExitCode | None:
         calc = MmtpTrainCalculation
         failed = self._missing([calc._POTENTIAL_OUT, calc._REPORT], [calc._LOG])
         if failed:
@@ -87,12 +107,14 @@ class MmtpTrainParser(EngineParser):
 class MmtpSelectParser(EngineParser):
     """``output.als`` -> ``active_set``; ``selected.cfg`` -> ``selected`` (if any); ``select.json`` -> ``report``."""
 
-    def parse(self, **kwargs) -> ExitCode | None:
+    def _parse(self) -> ExitCode | None:
         calc = MmtpSelectCalculation
         failed = self._missing([calc._ALS_OUT, calc._REPORT], [calc._LOG])
         if failed:
             return failed
-        self.out('active_set', self._active_set(calc._ALS_OUT))
+        params = self.node.inputs.parameters.get_dict() if 'parameters' in self.node.inputs else {}
+        if 'training_set' in self.node.inputs or params.get('updated_active_set'):  # else the refit rebuilds it
+            self.out('active_set', self._active_set(calc._ALS_OUT))
         report = self._json(calc._REPORT)
         if 'candidates' in self.node.inputs:
             selected, _ = self._configurations(calc._SELECTED, self.node.inputs.potential.species)
@@ -105,7 +127,7 @@ class MmtpSelectParser(EngineParser):
 class MmtpSimulateParser(EngineParser):
     """``final.cfg`` -> ``final``; ``preselected.cfg`` -> ``preselected`` (with ``grades``); the JSON report."""
 
-    def parse(self, **kwargs) -> ExitCode | None:
+    def _parse(self) -> ExitCode | None:
         calc = MmtpSimulateCalculation
         failed = self._missing([calc._FINAL, calc._REPORT], [calc._LOG])
         if failed:
@@ -120,9 +142,32 @@ class MmtpSimulateParser(EngineParser):
             preselected.set_array('grades', grades)
             self.out('preselected', preselected)
         if calc._TRAJECTORY in self._names():
-            content = self.retrieved.base.repository.get_object_content(calc._TRAJECTORY, 'rb')
+            content = self._bytes(calc._TRAJECTORY)
             self.out('trajectory', orm.SinglefileData(io.BytesIO(content), filename=calc._TRAJECTORY))
         self.out('report', orm.Dict(self._json(calc._REPORT)))
+        return None
+
+
+class MmtpLabelRefParser(EngineParser):
+    """``labelled.cfg`` -> ``training_set``: every label made by this job (``sources``), at the model's fidelity."""
+
+    def _parse(self) -> ExitCode | None:
+        calc = MmtpLabelRefCalculation
+        failed = self._missing([calc._OUTPUT], [calc._LOG])
+        if failed:
+            return failed
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / calc._OUTPUT
+            path.write_text(self._text(calc._OUTPUT))
+            configs = read_cfg(path)
+        expected = len(self.node.inputs.configurations)
+        if len(configs) != expected:
+            return self.exit_codes.ERROR_OUTPUT_MISSING.format(
+                filename=f'{expected} configurations in {calc._OUTPUT} (it has {len(configs)})'
+            )
+        species = self.node.inputs.configurations.species
+        sources = [self.node.uuid] * len(configs)
+        self.out('training_set', TrainingSetData(configs, species, fidelity=dict(REFERENCE_FIDELITY), sources=sources))
         return None
 
 
@@ -130,21 +175,21 @@ class MmtpPropertiesParser(EngineParser):
     """``results.json`` -> ``results``, ``arrays.npz`` -> ``arrays``, each PNG -> ``plots``, CSV -> ``tables``
     (of :class:`MmtpPropertiesCalculation` and :class:`MmtpScansCalculation`)."""
 
-    def parse(self, **kwargs) -> ExitCode | None:
+    def _parse(self) -> ExitCode | None:
         calc = self.node.process_class
         failed = self._missing([calc._RESULTS, calc._ARRAYS], [calc._LOG])
         if failed:
             return failed
         self.out('results', orm.Dict(self._json(calc._RESULTS)))
         arrays = orm.ArrayData()
-        with np.load(io.BytesIO(self.retrieved.base.repository.get_object_content(calc._ARRAYS, 'rb'))) as data:
+        with np.load(io.BytesIO(self._bytes(calc._ARRAYS))) as data:
             for name in data.files:
                 arrays.set_array(name, data[name])
         self.out('arrays', arrays)
         for name in sorted(self._names()):
             stem, _, ext = name.rpartition('.')
             if ext in ('png', 'csv'):
-                content = self.retrieved.base.repository.get_object_content(name, 'rb')
+                content = self._bytes(name)
                 node = orm.SinglefileData(io.BytesIO(content), filename=name)
                 self.out(f'{"plots" if ext == "png" else "tables"}.{stem}', node)
         return None

@@ -36,6 +36,10 @@ graph by configuration and fidelity; AiiDA caching is not needed). ``max_iterati
 the iterations of one run; a campaign stopped by it returns what it has and
 exits 401, to be continued with ``restart_from``.
 
+Labelling: cDFT (:class:`CdftLabelWorkChain`, inputs in namespace ``label``) by default, or any work chain with the
+labeller interface (namespace ``labeller``: ``workchain``, its entry point, and its inputs; :mod:`.labellers`), e.g.
+the analytic reference model (``mmtp.reference.label``) that rehearses a protocol without DFT.
+
 Progress: each iteration's node gets a label (``stage #n: k selected``) and
 extras (candidates, selected, failed, max grade, RMSEs); the campaign's extras
 hold ``iterations`` (one summary per iteration), ``completed_stages`` and
@@ -72,9 +76,10 @@ from .functions import (
     structure_to_configuration,
     subset,
 )
-from .initial import InitialSetWorkChain
+from .initial import InitialSetWorkChain, free_moments_problem
 from .iteration import ActiveLearningIterationWorkChain
 from .label import CdftLabelWorkChain, configuration_problem, interrupted_labels, kpoint_problem
+from .labellers import define_labelling, labeller_of, labelling_namespaces, labelling_problem, uses_cdft
 
 __all__ = ['STAGE', 'CampaignWorkChain']
 
@@ -209,7 +214,14 @@ def validate_inputs(value, ctx) -> str | None:
         missing = sorted(set(st['structures'] or []) - set(cells))
         if missing:
             return f'stage {st["name"]}: no structure called {", ".join(missing)}'
-    if 'label' in value:
+    problem = labelling_problem(value)
+    if problem:
+        return problem
+    if not uses_cdft(value):
+        problem = _labeller_problem(value, cells, gen, species)
+        if problem:
+            return problem
+    elif 'cdft' in value['label'] and 'abinit' in value['label']['cdft']:
         abinit = value['label']['cdft']['abinit']
         params, pseudos = abinit['parameters'].get_dict(), dict(abinit.get('pseudos', {}))
         problem = sphere_radii_problem(params.get('ratsph') or {}, species, r_min)
@@ -246,7 +258,7 @@ def validate_inputs(value, ctx) -> str | None:
     for key in ('max_selected', 'max_iterations', 'max_jobs'):
         if value.get(key) is not None and value[key].value < 1:
             return f'{key} must be at least 1, got {value[key].value}'
-    label = value.get('label', {})
+    label = value.get('label') or {}
     if label.get('max_concurrent') is not None and label['max_concurrent'].value < 1:
         return f'cdft.max_concurrent must be at least 1, got {label["max_concurrent"].value}'
     fraction = label.get('max_failure_fraction')
@@ -258,6 +270,22 @@ def validate_inputs(value, ctx) -> str | None:
         except (TypeError, ValueError) as exc:
             return str(exc)
     return None
+
+
+def _labeller_problem(value, cells: dict, gen: dict, species: list[str]) -> str | None:
+    """Why the campaign's own labeller (namespace ``labeller``) cannot label its initial set, or None: the labeller
+    validates its inputs with the initial configurations; the cDFT validation (``reference``) and the free-moment
+    labels of ``equilibrium_moments`` need what the labeller may lack."""
+    if 'reference' in value:
+        return 'reference: the same-fidelity validation runs cDFT scans; it needs the cDFT labeller (`label`)'
+    try:
+        initial = TrainingSetData(configurations(cells, gen), species)
+    except ValueError as exc:
+        return str(exc)
+    problem = labelling_problem(value, initial)
+    if problem:
+        return problem
+    return free_moments_problem({'labeller': value['labeller'], 'parameters': orm.Dict(gen)})
 
 
 def _every_cell(cells: dict, gen: dict, stages: list[dict]) -> tuple[list, list[str]]:
@@ -291,14 +319,28 @@ def _is_test_labelling(node: orm.ProcessNode | None) -> bool:
     return link is not None and link.link_label == TEST_SET
 
 
+def _labeller_type(campaign: orm.WorkflowNode) -> str | None:
+    """The process type of the labeller of ``campaign`` when it is not cDFT, or None."""
+    from aiida.plugins.entry_point import format_entry_point_string
+
+    if 'labeller' not in campaign.inputs or 'workchain' not in campaign.inputs.labeller:
+        return None
+    return format_entry_point_string('aiida.workflows', campaign.inputs.labeller.workchain.value)
+
+
 def labels_of(campaign: orm.WorkflowNode) -> list[TrainingSetData]:
-    """Every labelled set (output of ``collect_labels``) made under ``campaign`` and the campaigns it continued,
-    the held-out test sets excepted (they are never trained on)."""
+    """Every labelled set made under ``campaign`` and the campaigns it continued, the held-out test sets excepted
+    (they are never trained on): the outputs of ``collect_labels`` (cDFT batches, interrupted ones included) or of
+    the campaign's own labeller."""
+    labeller = _labeller_type(campaign)
     sets = []
     for node in campaign.called_descendants:
         if isinstance(node, orm.CalcFunctionNode) and node.process_label == 'collect_labels' and node.is_finished_ok:
             if not _is_test_labelling(node.caller):
                 sets.append(node.outputs.result)
+        elif labeller is not None and node.process_type == labeller and 'training_set' in node.outputs:
+            if not _is_test_labelling(node):
+                sets.append(node.outputs.training_set)
     if 'restart_from' in campaign.inputs:
         sets += labels_of(previous_campaign(str(campaign.inputs.restart_from.value)))
     return sorted(sets, key=lambda s: s.ctime)
@@ -369,7 +411,7 @@ def test_set_of(campaign: orm.WorkflowNode) -> TrainingSetData | None:
 def held_out(parameters: orm.Dict, structures) -> TrainingSetData:
     """The test configurations of a recipe: its displaced cells only (ideal cells may be in the training set)."""
     generated = generate_configurations(parameters, **structures)
-    keep = [k for k, origin in enumerate(generated.base.attributes.get('origins')) if ':displaced0:' not in origin]
+    keep = [k for k, origin in enumerate(generated.origins) if ':displaced0:' not in origin]
     if not keep:
         raise ValueError('the test-set recipe gives no displaced configuration: set n_displaced >= 1')
     return subset(generated, orm.List(keep))
@@ -422,7 +464,7 @@ class CampaignWorkChain(WorkChain):
                    help='Validation, the last stage: same-fidelity cDFT scans (CdftReferenceWorkChain settings, '
                    'and `cell`: which structure, default the first by name) with the final potential beside '
                    'them.')  # fmt: skip
-        spec.expose_inputs(CdftLabelWorkChain, namespace='label', exclude=('configurations',))
+        define_labelling(spec)
         spec.inputs.validator = validate_inputs
         spec.outline(
             cls.setup,
@@ -482,18 +524,22 @@ class CampaignWorkChain(WorkChain):
     @classmethod
     def get_builder_from_protocol(
         cls,
-        abinit_code: orm.AbstractCode,
+        abinit_code: orm.AbstractCode | None,
         mmtp_code: orm.AbstractCode,
         structure: orm.StructureData | None = None,
         protocol: str | None = None,
         overrides: dict | None = None,
         options: dict | None = None,
+        labeller: dict | None = None,
     ):
         """A ready builder for ``protocol`` (``fast``, ``balanced``, ``paper``; see protocols/campaign.yaml).
 
         ``structure``: the conventional cell (default: 8-atom B1 CrN, a = 4.15 A); ``overrides``: any protocol
         key (e.g. ``{'cdft': {'parameters': {'ecut': 30}}, 'max_selected': 10}``); ``options``: metadata options
-        of the ABINIT jobs (resources, walltime, queue), merged over the protocol's.
+        of the ABINIT jobs (resources, walltime, queue), merged over the protocol's. ``labeller``: another labeller
+        than cDFT, ``{'workchain': entry point, **its inputs}`` (e.g. ``{'workchain': 'mmtp.reference.label',
+        'code': mmtp_code}``); the protocol's cDFT settings, its warning about them and its cDFT validation
+        (``reference``) are then left out, and ``abinit_code`` may be None.
         """
         from ..mtp.potential import Potential
         from ..protocols import get_protocol_inputs, protocol_warning
@@ -515,8 +561,6 @@ class CampaignWorkChain(WorkChain):
             n_phi=int(pot['radial_basis_size']), n_psi=int(pot['magnetic_basis_size']), m_max=m_max,
             symmetric=pot['energy_mode'] == 'symmetric',
         )  # fmt: skip
-        cdft = inputs['cdft']
-        family = orm.load_group(cdft['pseudo_family'])
         builder = cls.get_builder()
         builder.code = mmtp_code
         builder.structures = build_cells(structure, inputs['cells'])
@@ -530,8 +574,16 @@ class CampaignWorkChain(WorkChain):
         builder.hygiene = orm.Dict(inputs.get('hygiene', {}))
         if inputs.get('test_set'):
             builder.test_set = orm.Dict(inputs['test_set'])
+        builder.engine_options = orm.Dict(engine_options(inputs, mmtp_code))
+        builder.metadata.label = f'{"".join(species)} {protocol or "default"} campaign'
+        builder.metadata.description = f'Active-learning campaign, protocol {protocol or "default"}'
+        if labeller is not None:
+            builder.labeller = {key: orm.Str(value) if key == 'workchain' else value for key, value in labeller.items()}
+            return builder
         if inputs.get('reference'):
             builder.reference = orm.Dict(inputs['reference'])
+        cdft = inputs['cdft']
+        family = orm.load_group(cdft['pseudo_family'])
         builder.label.max_concurrent = orm.Int(cdft['max_concurrent'])
         builder.label.max_failure_fraction = orm.Float(cdft['max_failure_fraction'])
         if (cdft.get('kpoints_mesh') is None) == (cdft.get('kpoints_distance') is None):
@@ -555,12 +607,9 @@ class CampaignWorkChain(WorkChain):
         resources = {'num_machines': 1, 'num_mpiprocs_per_machine': mpiprocs}
         abinit.metadata.options = {'resources': resources, 'withmpi': mpiprocs > 1, **cdft.get('options', {}),
                                    **(options or {})}  # fmt: skip
-        builder.engine_options = orm.Dict(engine_options(inputs, mmtp_code))
         warning = protocol_warning('campaign', protocol)
         if warning:
             builder.warnings = orm.List([warning])
-        builder.metadata.label = f'{"".join(species)} {protocol or "default"} campaign'
-        builder.metadata.description = f'Active-learning campaign, protocol {protocol or "default"}'
         return builder
 
     # ------------------------------------------------------------------ helpers
@@ -582,12 +631,13 @@ class CampaignWorkChain(WorkChain):
         self.ctx.setdefault('refused', {})[what.replace(' ', '_')] = [item['reason'] for item in refused['refused']]
         return screened
 
-    def _label_inputs(self) -> dict:
-        """The ``label`` namespace of the cDFT batches; a continued campaign reuses the runs of the one it continues."""
-        inputs = self.exposed_inputs(CdftLabelWorkChain, 'label')
-        if 'reuse' in self.ctx and 'reuse' not in inputs:
-            inputs['reuse'] = self.ctx.reuse
-        return inputs
+    def _labelling(self) -> dict:
+        """The labelling namespace to pass on; a continued campaign's cDFT batches reuse the runs of the one it
+        continues."""
+        namespaces = labelling_namespaces(self)
+        if 'label' in namespaces and 'reuse' in self.ctx and 'reuse' not in namespaces['label']:
+            namespaces['label'] = {**namespaces['label'], 'reuse': self.ctx.reuse}
+        return namespaces
 
     def _warnings(self) -> list[str]:
         return list(self.inputs.warnings.get_list()) if 'warnings' in self.inputs else []
@@ -648,17 +698,18 @@ class CampaignWorkChain(WorkChain):
     def label_initial(self):
         """Label the initial set and the held-out test set (at once) where they are not labelled yet."""
         if 'training_set' not in self.ctx:
-            inputs = {'structures': self.inputs.structures, 'parameters': self._generation(),
-                      'label': self._label_inputs(),
+            inputs = {'structures': self.inputs.structures, 'parameters': self._generation(), **self._labelling(),
                       'metadata': {'call_link_label': 'initial_set', 'label': 'initial set'}}  # fmt: skip
             self.report('generating and labelling the initial set')
             self.to_context(initial_set=self.submit(InitialSetWorkChain, **inputs))
         if 'test_set' in self.inputs and 'test_set' not in self.ctx:
             configurations = held_out(self._generation(**self.inputs.test_set.get_dict()), self.inputs.structures)
-            inputs = {**self._label_inputs(), 'configurations': configurations,
-                      'metadata': {'call_link_label': TEST_SET, 'label': 'test set'}}  # fmt: skip
+            labeller, inputs = labeller_of(self)
+            if 'reuse' in self.ctx and labeller is CdftLabelWorkChain:
+                inputs.setdefault('reuse', self.ctx.reuse)
+            inputs.update(configurations=configurations, metadata={'call_link_label': TEST_SET, 'label': 'test set'})
             self.report(f'labelling the held-out test set: {len(configurations)} configurations')
-            self.to_context(test_labels=self.submit(CdftLabelWorkChain, **inputs))
+            self.to_context(test_labels=self.submit(labeller, **inputs))
 
     def _fit_inputs(self, potential, training_set) -> dict:
         """The ``train`` namespace of a FitWorkChain (with the test set, where there is one)."""
@@ -796,7 +847,7 @@ class CampaignWorkChain(WorkChain):
             'simulation': orm.Dict(stage['simulation']),
             'max_selected': self.inputs.max_selected,
             'max_jobs': self.inputs.max_jobs,
-            'label': self._label_inputs(),
+            **self._labelling(),
             'metadata': {'label': f'{stage["name"]} #{self.ctx.stage_iteration}',
                          'call_link_label': f'iteration_{len(self.ctx.iterations) + 1:03d}'},
         }  # fmt: skip
@@ -858,7 +909,7 @@ class CampaignWorkChain(WorkChain):
         cell = settings.pop('cell', None) or sorted(self.inputs.structures)[0]
         inputs = {'structure': self.inputs.structures[cell], 'magnetic_moments': self.inputs.magnetic_moments,
                   'settings': orm.Dict(settings), 'potential': self.ctx.potential, 'code': self.inputs.code,
-                  'label': self._label_inputs(),
+                  **self._labelling(),
                   'metadata': {'call_link_label': 'reference', 'label': 'same-fidelity cDFT reference'}}  # fmt: skip
         if 'engine_options' in self.inputs:
             inputs['engine_options'] = self.inputs.engine_options

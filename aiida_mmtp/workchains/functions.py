@@ -176,7 +176,7 @@ def perturb_labelled(labels: TrainingSetData, parameters: orm.Dict) -> TrainingS
     kept, seeded by ``seed``. Origins: those of the labels, ``perturbed0`` becoming ``perturbed1``, ``perturbed2``..."""
     p = generation_settings(parameters.get_dict())
     rng = np.random.default_rng([int(p['seed']), 1])
-    origins = labels.base.attributes.get('origins', None) or [f'label{k + 1}:perturbed0' for k in range(len(labels))]
+    origins = labels.origins or [f'label{k + 1}:perturbed0' for k in range(len(labels))]
     configs, names = [], []
     for cfg, origin in zip(labels.get_configurations(), origins):
         for j in range(1, int(p['n_perturbed']) + 1):
@@ -196,7 +196,7 @@ def strain_prepared(start: TrainingSetData, prepared: TrainingSetData, strains: 
     """The ``prepared`` configurations (the engine's equilibrated or relaxed ``start``, in the same order: their cells,
     positions and moments, mu_B) under ``strains['strains']`` (see :data:`GENERATION`), each state's own; origins
     from ``start``."""
-    origins = start.base.attributes.get('origins')
+    origins = start.origins
     configs = prepared.get_configurations()
     if len(configs) != len(origins):
         raise ValueError(f'{len(configs)} prepared configurations for {len(origins)} started')

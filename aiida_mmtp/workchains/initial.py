@@ -3,9 +3,9 @@
 Generates the configurations (:func:`generate_configurations`: lattice scales x
 {FM, layered AFM, random 50/50 states}, random displacements, moment
 perturbations; seeded, each configuration's origin recorded) and labels them
-with :class:`CdftLabelWorkChain` (failures recorded, never trained on). With ``equilibrium_moments`` (the paper's
-recipe), the unperturbed cells are first labelled by spin-polarised DFT with free moments, and the perturbed copies
-take those equilibrium moments.
+with :class:`CdftLabelWorkChain` or another labeller (:mod:`.labellers`; failures recorded, never trained on). With
+``equilibrium_moments`` (the paper's recipe), the unperturbed cells are first labelled by spin-polarised DFT with free
+moments (another labeller: its ``free_moments`` input), and the perturbed copies take those equilibrium moments.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from ..calculations.functions import merge_training_sets
 from ..data.training_set import TrainingSetData
 from .common import why_failed
 from .functions import GENERATION, free_moment_parameters, generate_configurations, perturb_labelled
-from .label import CdftLabelWorkChain
+from .labellers import define_labelling, labeller_of, labelling_problem, load_labeller, uses_cdft
 
-__all__ = ['InitialSetWorkChain']
+__all__ = ['InitialSetWorkChain', 'free_moments_problem', 'validate_inputs']
 
 
 class InitialSetWorkChain(WorkChain):
@@ -36,7 +36,8 @@ class InitialSetWorkChain(WorkChain):
         super().define(spec)
         spec.input_namespace('structures', valid_type=orm.StructureData, dynamic=True, help='Cells, by name.')
         spec.input('parameters', valid_type=orm.Dict, help=f'The recipe: {", ".join(GENERATION)}.')
-        spec.expose_inputs(CdftLabelWorkChain, namespace='label', exclude=('configurations',))
+        define_labelling(spec)
+        spec.inputs.validator = validate_inputs
         spec.outline(
             cls.generate,
             if_(cls.equilibrium_moments)(cls.label_free, cls.perturb),
@@ -62,14 +63,17 @@ class InitialSetWorkChain(WorkChain):
         self.ctx.generated = [self.ctx.configurations]
 
     def label_free(self):
-        inputs = AttributeDict(self.exposed_inputs(CdftLabelWorkChain, 'label'))
-        inputs.cdft = AttributeDict(inputs.cdft)
-        inputs.cdft.abinit = AttributeDict(inputs.cdft.abinit)
-        inputs.cdft.abinit.parameters = free_moment_parameters(inputs.cdft.abinit.parameters)
+        labeller, inputs = labeller_of(self)
+        if uses_cdft(self.inputs):
+            inputs.cdft = AttributeDict(inputs.cdft)
+            inputs.cdft.abinit = AttributeDict(inputs.cdft.abinit)
+            inputs.cdft.abinit.parameters = free_moment_parameters(inputs.cdft.abinit.parameters)
+        else:  # validated: the labeller has the optional port
+            inputs.free_moments = orm.Bool(True)
         inputs.configurations = self.ctx.configurations
         inputs.metadata = {'call_link_label': 'equilibrium_moments'}
-        self.report(f'labelling {len(self.ctx.configurations)} unperturbed configurations by DFT with free moments')
-        return ToContext(free=self.submit(CdftLabelWorkChain, **inputs))
+        self.report(f'labelling {len(self.ctx.configurations)} unperturbed configurations with free moments')
+        return ToContext(free=self.submit(labeller, **inputs))
 
     def perturb(self):
         node = self.ctx.free
@@ -85,10 +89,10 @@ class InitialSetWorkChain(WorkChain):
         return None
 
     def label(self):
-        inputs = AttributeDict(self.exposed_inputs(CdftLabelWorkChain, 'label'))
+        labeller, inputs = labeller_of(self)
         inputs.configurations = self.ctx.configurations
         self.report(f'labelling {len(self.ctx.configurations)} generated configurations')
-        return ToContext(labels=self.submit(CdftLabelWorkChain, **inputs))
+        return ToContext(labels=self.submit(labeller, **inputs))
 
     def results(self):
         self.out('configurations', _one_set(self.ctx.generated))
@@ -108,6 +112,23 @@ class InitialSetWorkChain(WorkChain):
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_LABELLING.format(message=why_failed(node))
         return None
+
+
+def free_moments_problem(value) -> str | None:
+    """Why the labeller of ``value`` cannot label at free moments (a recipe with ``equilibrium_moments``), or None."""
+    if uses_cdft(value) or not value['parameters'].get_dict().get('equilibrium_moments'):
+        return None
+    entry_point = value['labeller']['workchain'].value
+    if 'free_moments' not in load_labeller(entry_point).spec().inputs:
+        return f'equilibrium_moments: the labeller {entry_point} has no input free_moments (labels at free moments)'
+    return None
+
+
+def validate_inputs(value, ctx) -> str | None:
+    """One labeller, which can label at free moments where the recipe asks for equilibrium moments."""
+    if 'parameters' not in value:
+        return None
+    return labelling_problem(value) or free_moments_problem(value)
 
 
 def _one_set(sets: list[TrainingSetData]) -> TrainingSetData:

@@ -4,7 +4,7 @@ One iteration of the paper's loop: simulate with the current potential,
 grading on the fly (:class:`ExploreWorkChain`); select by maxvol among the
 preselected configurations, at most ``max_selected``
 (:class:`MmtpSelectCalculation`); label them by cDFT
-(:class:`CdftLabelWorkChain`), failures recorded, never trained on; screen
+(:class:`CdftLabelWorkChain`, or another labeller: :mod:`.labellers`), failures recorded, never trained on; screen
 the new labels against the training set (label hygiene,
 :mod:`aiida_mmtp.mtp.hygiene`: refused labels are recorded with their reason
 and never trained on); add the others to the training set; refit and rebuild the active set
@@ -24,7 +24,6 @@ shear strains, labelled directly).
 from __future__ import annotations
 
 from aiida import orm
-from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, if_
 
 from ..calculations.engine import MmtpSelectCalculation
@@ -36,13 +35,15 @@ from .common import engine_metadata, why_failed
 from .explore import ExploreWorkChain
 from .fit import FitWorkChain, rmse_summary
 from .functions import subset
-from .label import CdftLabelWorkChain, configuration_problem
+from .label import configuration_problem
+from .labellers import define_labelling, labeller_of, labelling_problem, uses_cdft
 
-__all__ = ['ActiveLearningIterationWorkChain', 'unlabelable']
+__all__ = ['ActiveLearningIterationWorkChain', 'unlabelable', 'validate_inputs']
 
 
 def unlabelable(configurations: TrainingSetData, label_inputs) -> dict[int, str]:
-    """Configurations the cDFT job would refuse (e.g. overlapping spheres after MD): index -> reason."""
+    """Configurations the cDFT job would refuse (e.g. overlapping spheres after MD): index -> reason (``label_inputs``:
+    those of the cDFT labeller)."""
     abinit = label_inputs['cdft']['abinit']
     params = abinit['parameters'].get_dict()
     pseudos = dict(abinit.get('pseudos', {}))
@@ -52,6 +53,11 @@ def unlabelable(configurations: TrainingSetData, label_inputs) -> dict[int, str]
         if problem:
             refused[k] = problem
     return refused
+
+
+def validate_inputs(value, ctx) -> str | None:
+    """One labeller (:func:`~.labellers.labelling_problem`)."""
+    return labelling_problem(value)
 
 
 class ActiveLearningIterationWorkChain(WorkChain):
@@ -80,7 +86,8 @@ class ActiveLearningIterationWorkChain(WorkChain):
         )
         spec.input('hygiene', valid_type=orm.Dict, default=lambda: orm.Dict({}),
                    help='Label hygiene limits (aiida_mmtp.mtp.hygiene.HygieneRule); {}: the defaults.')  # fmt: skip
-        spec.expose_inputs(CdftLabelWorkChain, namespace='label', exclude=('configurations',))
+        define_labelling(spec)
+        spec.inputs.validator = validate_inputs
         spec.outline(
             cls.explore,
             cls.select,
@@ -161,8 +168,8 @@ class ActiveLearningIterationWorkChain(WorkChain):
     def label(self):
         selected = self.inputs.configurations if self._direct() else self.ctx.select.outputs.selected
         self.out('selected', selected)
-        inputs = AttributeDict(self.exposed_inputs(CdftLabelWorkChain, 'label'))
-        refused = unlabelable(selected, inputs)
+        labeller, inputs = labeller_of(self)
+        refused = unlabelable(selected, inputs) if uses_cdft(self.inputs) else {}
         if refused:
             for k, why in refused.items():
                 self.report(f'selected configuration {k + 1} cannot be labelled and is left out: {why}')
@@ -173,7 +180,7 @@ class ActiveLearningIterationWorkChain(WorkChain):
                 return None
             selected = subset(selected, orm.List(keep))
         inputs.configurations = selected
-        return ToContext(label=self.submit(CdftLabelWorkChain, **inputs))
+        return ToContext(label=self.submit(labeller, **inputs))
 
     def refit(self):
         summary = self.ctx.summary

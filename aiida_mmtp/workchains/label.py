@@ -113,7 +113,7 @@ def collect_labels(configurations: TrainingSetData, fidelity: orm.Dict, **runs) 
         mesh, shifts = kpoints[first]
         key['kpoints']['reference'] = {'cell': labelled[first].cell.tolist(), 'mesh': mesh, 'shifts': shifts}
     out = TrainingSetData(labelled, configurations.species, fidelity=key, sources=sources, kpoints=kpoints)
-    origins = configurations.base.attributes.get('origins', None)
+    origins = configurations.origins
     if origins is not None:
         out.base.attributes.set('origins', [origins[k] for k in kept])
     return out

@@ -82,7 +82,7 @@ def _analysis(sets) -> dict:
     configs, origins = [], []
     for labels in sets:
         configs += labels.get_configurations()
-        origins += list(labels.base.attributes.get('origins'))
+        origins += list(labels.origins)
     return analyse_scans(configs, origins)
 
 
@@ -155,7 +155,6 @@ def reference_properties(**labels: TrainingSetData) -> dict:
 
     sets = [labels[name] for name in sorted(labels)]
     merged = concatenate_training_sets(sets)
-    merged.base.attributes.set('origins', [o for labelled in sets for o in labelled.base.attributes.get('origins')])
     analysis = json_safe(_analysis(sets))
     return {'labels': merged, 'reference': orm.Dict(analysis)}
 
