@@ -19,6 +19,7 @@ from ..data.active_set import ActiveSetData
 from ..data.potential import MtpPotentialData
 from ..data.training_set import TrainingSetData
 from ..mtp.cfg_io import read_cfg
+from ..mtp.configuration import Configuration
 from ..mtp.mtp_io import parse_mtp
 from ..mtp.selection import ActiveSet
 
@@ -67,14 +68,18 @@ class EngineParser(Parser):
     def _json(self, name: str) -> dict:
         return json.loads(self._text(name))
 
+    def _read_cfg(self, name: str) -> list[Configuration]:
+        """The configurations of a retrieved ``.cfg``, labels and features as written."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(self._bytes(name))
+            return read_cfg(path)
+
     def _configurations(self, name: str, species: list[str]) -> tuple[TrainingSetData | None, np.ndarray]:
         """The configurations of a retrieved ``.cfg`` without labels (None if it has none), and their grades."""
         if name not in self._names():
             return None, np.zeros(0)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            path.write_text(self._text(name))
-            configs = [cfg.clear_labels() for cfg in read_cfg(path)]
+        configs = [cfg.clear_labels() for cfg in self._read_cfg(name)]
         if not configs:
             return None, np.zeros(0)
         grades = np.array([float(cfg.features.get('MV_grade', 'nan')) for cfg in configs])
@@ -156,10 +161,7 @@ class MmtpLabelRefParser(EngineParser):
         failed = self._missing([calc._OUTPUT], [calc._LOG])
         if failed:
             return failed
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / calc._OUTPUT
-            path.write_text(self._text(calc._OUTPUT))
-            configs = read_cfg(path)
+        configs = self._read_cfg(calc._OUTPUT)
         expected = len(self.node.inputs.configurations)
         if len(configs) != expected:
             return self.exit_codes.ERROR_OUTPUT_MISSING.format(

@@ -78,7 +78,7 @@ from .functions import (
 )
 from .initial import InitialSetWorkChain, free_moments_problem
 from .iteration import ActiveLearningIterationWorkChain
-from .label import CdftLabelWorkChain, configuration_problem, interrupted_labels, kpoint_problem
+from .label import configuration_problem, interrupted_labels, kpoint_problem
 from .labellers import define_labelling, labeller_of, labelling_namespaces, labelling_problem, uses_cdft
 
 __all__ = ['STAGE', 'CampaignWorkChain']
@@ -634,10 +634,7 @@ class CampaignWorkChain(WorkChain):
     def _labelling(self) -> dict:
         """The labelling namespace to pass on; a continued campaign's cDFT batches reuse the runs of the one it
         continues."""
-        namespaces = labelling_namespaces(self)
-        if 'label' in namespaces and 'reuse' in self.ctx and 'reuse' not in namespaces['label']:
-            namespaces['label'] = {**namespaces['label'], 'reuse': self.ctx.reuse}
-        return namespaces
+        return labelling_namespaces(self, self.ctx.get('reuse'))
 
     def _warnings(self) -> list[str]:
         return list(self.inputs.warnings.get_list()) if 'warnings' in self.inputs else []
@@ -704,9 +701,7 @@ class CampaignWorkChain(WorkChain):
             self.to_context(initial_set=self.submit(InitialSetWorkChain, **inputs))
         if 'test_set' in self.inputs and 'test_set' not in self.ctx:
             configurations = held_out(self._generation(**self.inputs.test_set.get_dict()), self.inputs.structures)
-            labeller, inputs = labeller_of(self)
-            if 'reuse' in self.ctx and labeller is CdftLabelWorkChain:
-                inputs.setdefault('reuse', self.ctx.reuse)
+            labeller, inputs = labeller_of(self, self.ctx.get('reuse'))
             inputs.update(configurations=configurations, metadata={'call_link_label': TEST_SET, 'label': 'test set'})
             self.report(f'labelling the held-out test set: {len(configurations)} configurations')
             self.to_context(test_labels=self.submit(labeller, **inputs))

@@ -39,7 +39,6 @@ from .common import why_failed
 from .label import CdftLabelWorkChain
 
 __all__ = [
-    'DEFAULT_LABELLER',
     'REFERENCE_LABELLER',
     'ReferenceLabelWorkChain',
     'define_labelling',
@@ -51,8 +50,6 @@ __all__ = [
     'uses_cdft',
 ]
 
-#: The entry point of the default labeller (cDFT in ABINIT).
-DEFAULT_LABELLER = 'mmtp.abinit.label'
 #: The entry point of the analytic reference labeller (rehearsals and tests).
 REFERENCE_LABELLER = 'mmtp.reference.label'
 
@@ -128,20 +125,23 @@ def labelling_problem(value, configurations: TrainingSetData | None = None) -> s
     return f'labeller {other["workchain"].value}: {error.message}' if error is not None else None
 
 
-def labeller_of(process: WorkChain) -> tuple[type[WorkChain], AttributeDict]:
+def labeller_of(process: WorkChain, reuse: orm.List | None = None) -> tuple[type[WorkChain], AttributeDict]:
     """The labeller of ``process`` (a work chain defined with :func:`define_labelling`) and its inputs, without
-    ``configurations``."""
+    ``configurations``. ``reuse`` (UUIDs of earlier cDFT runs) joins the cDFT inputs unless they name their own."""
     if uses_cdft(process.inputs):
-        return CdftLabelWorkChain, AttributeDict(process.exposed_inputs(CdftLabelWorkChain, 'label'))
+        inputs = AttributeDict(process.exposed_inputs(CdftLabelWorkChain, 'label'))
+        if reuse is not None:
+            inputs.setdefault('reuse', reuse)
+        return CdftLabelWorkChain, inputs
     inputs = AttributeDict({key: item for key, item in process.inputs.labeller.items() if key != 'workchain'})
     return load_labeller(process.inputs.labeller.workchain.value), inputs
 
 
-def labelling_namespaces(process: WorkChain) -> dict:
-    """The labelling namespace of ``process`` as given, to pass to a work chain defined with
-    :func:`define_labelling`."""
+def labelling_namespaces(process: WorkChain, reuse: orm.List | None = None) -> dict:
+    """The labelling namespace of ``process`` as given (with ``reuse`` as in :func:`labeller_of`), to pass to a work
+    chain defined with :func:`define_labelling`."""
     if uses_cdft(process.inputs):
-        return {'label': process.exposed_inputs(CdftLabelWorkChain, 'label')}
+        return {'label': dict(labeller_of(process, reuse)[1])}
     return {'labeller': dict(process.inputs.labeller)}
 
 
