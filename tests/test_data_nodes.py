@@ -76,8 +76,7 @@ def test_merged_training_sets_hold_their_labels_by_reference(aiida_profile, labe
     sets = []
     for k, cfg in enumerate(configs):
         one = TrainingSetData([cfg], ['Cr', 'N'], fidelity={'ecut_Ha': 20}, sources=[f'run{k}'],
-                              kpoints=[((2, 2, 2), [[0.5, 0.5, 0.5]])])  # fmt: skip
-        one.base.attributes.set('origins', [f'cell{k}'])
+                              kpoints=[((2, 2, 2), [[0.5, 0.5, 0.5]])], origins=[f'cell{k}'])  # fmt: skip
         sets.append(one.store())
     growing = sets[0]
     for new in sets[1:]:  # iteration after iteration: the last set merged with the new labels
@@ -99,6 +98,33 @@ def test_merged_training_sets_hold_their_labels_by_reference(aiida_profile, labe
     assert merge_training_sets(a=loaded, b=loaded).base.attributes.get('parts') == [s.uuid for s in sets] * 2
     with pytest.raises(ValueError, match=r'different settings \(ecut_Ha\)'):
         merge_training_sets(a=loaded, b=TrainingSetData(configs, ['Cr', 'N'], fidelity={'ecut_Ha': 25}).store())
+
+
+def test_subsets_and_screened_labels_keep_sources_kpoints_and_origins(aiida_profile, labelled):
+    """A subset and hygiene's ``accepted`` keep what each kept label is (its origin), where it came from (its
+    source) and its k-point sampling, in the order asked for, from a copied or a by-reference set."""
+    from aiida import orm
+
+    from aiida_mmtp.calculations.functions import merge_training_sets, screen_new_labels
+    from aiida_mmtp.data import TrainingSetData
+    from aiida_mmtp.workchains.functions import subset
+
+    _, configs = labelled
+    meshes = [((2, 2, 2), [[0.0, 0.0, 0.0]]), ((3, 3, 3), [[0.0, 0.0, 0.0]]), None]
+    whole = TrainingSetData(configs, ['Cr', 'N'], sources=['r0', 'r1', 'r2'], kpoints=meshes,
+                            origins=['a', 'b', 'c']).store()  # fmt: skip
+    part = subset(whole, orm.List([2, 0]))
+    assert part.origins == ['c', 'a'] and part.sources == ['r2', 'r0'] and part.kpoints == [meshes[2], meshes[0]]
+    referred = merge_training_sets(a=whole, b=part)
+    assert referred.by_reference and referred.origins == ['a', 'b', 'c', 'c', 'a']
+    far = configs[0].copy()
+    far.forces = far.forces * 0 + 5000.0  # refused: a force above max_force (the random potential's reach 1700)
+    new = TrainingSetData([configs[1], far], ['Cr', 'N'], sources=['r1', 'bad'], origins=['b', 'thrown']).store()
+    screened = screen_new_labels(new=new, rule=orm.Dict({'max_force': 3000.0, 'max_energy_deviation': 1e6}))
+    assert screened['refused']['n_refused'] == 1 and screened['refused']['refused'][0]['source'] == 'bad'
+    assert screened['accepted'].origins == ['b'] and screened['accepted'].sources == ['r1']
+    with pytest.raises(ValueError, match='2 origins given for 3 configurations'):
+        TrainingSetData(configs, ['Cr', 'N'], origins=['a', 'b'])
 
 
 def test_training_sets_of_different_fidelity_are_not_mixed(aiida_profile, labelled):

@@ -74,6 +74,10 @@ def test_magnetic_forces(pot, name):
         minus.moments[i] -= h
         fd[i] = -(energy(pot, plus, None) - energy(pot, minus, None)) / (2 * h)
     assert rel_err(fd, res.mag_forces) <= TOL
+    moments_only = evaluate(pot, cfg, forces=False, gradient=True)  # what moment equilibration asks for
+    assert moments_only.forces is None and moments_only.stress is None
+    assert moments_only.energy == res.energy and np.array_equal(moments_only.mag_forces, res.mag_forces)
+    assert np.array_equal(moments_only.grad, evaluate(pot, cfg, gradient=True).grad)
 
 
 @pytest.mark.parametrize('name', ['triclinic8', 'primitive2'])

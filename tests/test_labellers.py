@@ -46,12 +46,13 @@ def test_reference_labeller_gives_the_models_labels_with_their_sources(mmtp_code
     from aiida_mmtp.workchains.labellers import ReferenceLabelWorkChain
 
     configs = [magnetic_crn(rocksalt(4.15), seed) for seed in range(3)]
-    unlabelled = TrainingSetData(configs, ['Cr', 'N'])
+    unlabelled = TrainingSetData(configs, ['Cr', 'N'], origins=['cell1', 'cell2', 'cell3'])
     _, node = run_get_node(ReferenceLabelWorkChain, code=mmtp_code, configurations=unlabelled)
     assert node.is_finished_ok, node.exit_message
     labelled = node.outputs.training_set
     (job,) = label_ref_jobs(node)
     assert labelled.sources == [job.uuid] * 3 and labelled.fidelity['code'].startswith('analytic magnetic pair')
+    assert labelled.origins == ['cell1', 'cell2', 'cell3']  # what each label is, as for cDFT labels
     assert node.outputs.failures['n_failed'] == 0
     model = MagneticPairPotential()
     for got, cfg in zip(labelled.get_configurations(), configs):

@@ -59,11 +59,10 @@ def concatenate_training_sets(
     configurations = [cfg for s in ordered for cfg in s.get_configurations()]
     sources = [src for s in ordered for src in s.sources]
     kpoints = [kp for s in ordered for kp in s.kpoints]
-    out = TrainingSetData(configurations, first.species, fidelity=fidelity, sources=sources, kpoints=kpoints)
     origins = [s.origins for s in ordered]
-    if all(o is not None for o in origins):
-        out.base.attributes.set('origins', [origin for o in origins for origin in o])
-    return out
+    merged_origins = [origin for o in origins for origin in o] if all(o is not None for o in origins) else None
+    return TrainingSetData(configurations, first.species, fidelity=fidelity, sources=sources, kpoints=kpoints,
+                           origins=merged_origins)  # fmt: skip
 
 
 @calcfunction
@@ -71,22 +70,15 @@ def screen_new_labels(new: TrainingSetData, rule: orm.Dict, existing: TrainingSe
     """Label hygiene (:mod:`aiida_mmtp.mtp.hygiene`): which of ``new`` may join ``existing``.
 
     Outputs ``refused`` (Dict: ``n_refused`` and, per refused label, its index in ``new``, the cDFT run that
-    made it and the reason) and, unless every label was refused, ``accepted`` (the others, sources and
-    k-point samplings kept).
+    made it and the reason) and, unless every label was refused, ``accepted`` (the others, sources,
+    k-point samplings and origins kept).
     """
-    configs = new.get_configurations()
-    problems = screen_labels(configs, existing.get_configurations() if existing is not None else [],
+    problems = screen_labels(new.get_configurations(), existing.get_configurations() if existing is not None else [],
                              HygieneRule.from_dict(rule.get_dict()))  # fmt: skip
-    sources, kpoints = new.sources, new.kpoints
+    sources = new.sources
     refused = [{'index': k, 'source': sources[k], 'reason': why} for k, why in enumerate(problems) if why]
     out = {'refused': orm.Dict({'n_refused': len(refused), 'refused': refused})}
     keep = [k for k, why in enumerate(problems) if why is None]
     if keep:
-        out['accepted'] = TrainingSetData(
-            [configs[k] for k in keep],
-            new.species,
-            fidelity=new.fidelity,
-            sources=[sources[k] for k in keep],
-            kpoints=[kpoints[k] for k in keep],
-        )
+        out['accepted'] = new.take(keep)
     return out

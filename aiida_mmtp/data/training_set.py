@@ -61,7 +61,8 @@ class TrainingSetData(orm.ArrayData):
     code version, pseudopotential md5s, cutoff, k-points, smearing, U, cDFT
     settings), so that sets of different fidelity are never mixed by accident,
     and ``sources``: per configuration, the UUID of the calculation that
-    labelled it ('' where unknown). Where the labels' k-point samplings are
+    labelled it ('' where unknown), and, where recorded, ``origins``: what each
+    configuration is (e.g. ``conventional:FM:scale1.0:displaced1``). Where the labels' k-point samplings are
     known, the array ``kmesh`` (K, 3) (0 where unknown) and the attribute
     ``kshifts`` hold them, and every one must sample the same k-point set as
     the fidelity key's ``kpoints.reference``: one training set, one fidelity.
@@ -80,6 +81,7 @@ class TrainingSetData(orm.ArrayData):
         sources: Sequence[str | None] | None = None,
         kpoints: Sequence[KpointSampling | None] | None = None,
         parts: Sequence[TrainingSetData] | None = None,
+        origins: Sequence[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -94,6 +96,8 @@ class TrainingSetData(orm.ArrayData):
             raise ValueError(f'{len(sources)} sources given for {len(configs)} configurations')
         if kpoints is not None and len(kpoints) != len(configs):
             raise ValueError(f'{len(kpoints)} k-point samplings given for {len(configs)} configurations')
+        if origins is not None and len(origins) != len(configs):
+            raise ValueError(f'{len(origins)} origins given for {len(configs)} configurations')
         for k, cfg in enumerate(configs):
             if cfg.cell is None:
                 raise ValueError(f'configuration {k + 1} is not periodic; training sets hold periodic cells only')
@@ -118,6 +122,8 @@ class TrainingSetData(orm.ArrayData):
         self.base.attributes.set('label_counts', {name: int(has[:, k].sum()) for k, name in enumerate(_LABELS)})
         self.base.attributes.set('fidelity', dict(fidelity or {}))
         self.base.attributes.set('sources', sources)
+        if origins is not None:
+            self.base.attributes.set('origins', [str(o) for o in origins])
         if kpoints is not None and any(kp is not None for kp in kpoints):
             self._set_kpoints(configs, kpoints, dict(fidelity or {}))
 
@@ -158,6 +164,21 @@ class TrainingSetData(orm.ArrayData):
             return self.base.attributes.get('origins', None)
         origins = [leaf.origins for leaf in self._leaves()]
         return None if any(o is None for o in origins) else [x for o in origins for x in o]
+
+    def take(self, indices: Sequence[int]) -> TrainingSetData:
+        """A new, unstored set of the configurations at ``indices`` (0-based, in that order) with their labels,
+        sources, k-point samplings and origins; the fidelity key is this set's."""
+        configs = self.get_configurations()
+        keep = [int(k) for k in indices]
+        sources, kpoints, origins = self.sources, self.kpoints, self.origins
+        return TrainingSetData(
+            [configs[k] for k in keep],
+            self.species,
+            fidelity=self.fidelity,
+            sources=[sources[k] for k in keep],
+            kpoints=[kpoints[k] for k in keep],
+            origins=None if origins is None else [origins[k] for k in keep],
+        )
 
     def _set_kpoints(self, configs: list[Configuration], kpoints: Sequence, fidelity: dict) -> None:
         """Store each label's mesh and shifts; refuse any that samples another set than the key's reference."""

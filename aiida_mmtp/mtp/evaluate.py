@@ -22,14 +22,15 @@ class Result:
     energy: eV; site_energies: (N,) eV; forces: (N, 3) eV/A;
     virial: (6,) eV, Voigt xx yy zz yz xz xy (MLIP PlusStress);
     stress: (6,) eV/A^3, ASE convention (None for a non-periodic configuration);
+    forces, virial and stress are None for an evaluation without them (``evaluate(..., forces=False)``);
     mag_forces: (N,) T = -dE/dm, eV/mu_B (zeros for a non-magnetic potential);
     grad: (P,) dE/dtheta in the potential's parameter order, or None.
     """
 
     energy: float
     site_energies: np.ndarray
-    forces: np.ndarray
-    virial: np.ndarray
+    forces: np.ndarray | None
+    virial: np.ndarray | None
     stress: np.ndarray | None
     mag_forces: np.ndarray
     grad: np.ndarray | None = None
@@ -42,7 +43,7 @@ class Result:
             site_energies=site_energies,
             forces=forces,
             virial=virial,
-            stress=-virial / cfg.volume if cfg.cell is not None else None,
+            stress=-virial / cfg.volume if cfg.cell is not None and virial is not None else None,
             mag_forces=mag_forces,
             grad=grad,
         )
@@ -51,8 +52,8 @@ class Result:
         """A copy of ``cfg`` labelled with these results."""
         out = cfg.copy()
         out.energy = self.energy
-        out.forces = self.forces.copy()
-        out.virial = self.virial.copy() if cfg.cell is not None else None
+        out.forces = self.forces.copy() if self.forces is not None else None
+        out.virial = self.virial.copy() if cfg.cell is not None and self.virial is not None else None
         out.mag_forces = self.mag_forces.copy() if cfg.moments is not None else None
         return out
 
@@ -114,14 +115,14 @@ def prepare(pot: Potential, cfg: Configuration, label: str = 'configuration'):
     return moments, neigh
 
 
-def _raw(pot, types, moments, neigh, gradient, n_chunks):
+def _raw(pot, types, moments, neigh, gradient, n_chunks, forces=True):
     offsets, nbr, vec = neigh
     return evaluate_atoms(
         n_chunks, types, moments, offsets, nbr, vec,
         pot.radial_coeffs, pot.species_coeffs, pot.moment_coeffs,
         pot.tables.basic, pot.tables.times, pot.tables.mapping, pot.tables.n_moments,
         pot.r_min, pot.r_cut, pot.scaling, pot.mag_min, pot.mag_max,
-        gradient, pot.n_params,
+        gradient, pot.n_params, forces,
     )  # fmt: skip
 
 
@@ -130,6 +131,7 @@ def evaluate(
     cfg: Configuration,
     *,
     gradient: bool = False,
+    forces: bool = True,
     symmetric: bool | None = None,
     n_threads: int | None = None,
     label: str = 'configuration',
@@ -139,21 +141,26 @@ def evaluate(
     ``symmetric`` (default: the potential's mode) gives the paper's
     (E(M) + E(-M)) / 2 with every derived quantity consistent with it;
     ``False`` gives MLIP-3's plain E(M). ``gradient`` adds dE/dtheta.
+    ``forces=False`` skips every derivative along the positions (forces, virial and stress are None): energy and
+    magnetic forces of the same values, for moment equilibration at fixed atoms, at about 2/3 of the cost.
     ``n_threads`` caps the numba threads used (default: all).
     """
     moments, neigh = prepare(pot, cfg, label)
     types = np.ascontiguousarray(cfg.types, dtype=np.int64)
     n_chunks = min(n_threads or numba.get_num_threads(), numba.get_num_threads(), cfg.natoms)
     symmetric = pot.symmetric if symmetric is None else symmetric
-    site, forces, virial, dedm, grad, _ = _raw(pot, types, moments, neigh, gradient, n_chunks)
+    with_forces = forces
+    site, forces, virial, dedm, grad, _ = _raw(pot, types, moments, neigh, gradient, n_chunks, with_forces)
     if symmetric and pot.is_magnetic:
-        site2, forces2, virial2, dedm2, grad2, _ = _raw(pot, types, -moments, neigh, gradient, n_chunks)
+        site2, forces2, virial2, dedm2, grad2, _ = _raw(pot, types, -moments, neigh, gradient, n_chunks, with_forces)
         site = 0.5 * (site + site2)
         forces = 0.5 * (forces + forces2)
         virial = 0.5 * (virial + virial2)
         dedm = 0.5 * (dedm - dedm2)
         grad = 0.5 * (grad + grad2)
     mag_forces = -dedm if pot.is_magnetic else np.zeros(cfg.natoms)
+    if not with_forces:
+        forces = virial = None
     return Result.from_arrays(cfg, site, forces, virial, mag_forces, grad if gradient else None)
 
 

@@ -46,18 +46,102 @@ def _monomial_tangent(px, py, pz, a, b, c, d0, d1, d2):
 
 
 @nb.njit(**_JIT)
+def monomial_tables(basic):
+    """The angular monomials u_x^a u_y^b u_z^c of degree a + b + c <= the largest of ``basic`` (K of them).
+
+    Returns ``powers`` (K, 3) (a, b, c of each), ``of_basic`` (n_basic,) (the monomial of each basic moment,
+    ``basic[q, 1:]``), and for the derivative along u_x, u_y, u_z: ``lower`` (K, 3), the monomial of one power less
+    along that axis (0 where the power is 0), and ``power`` (K, 3), the power (float; 0 gives no term). Basic
+    moments that share a monomial (the same tensor rank, other radial functions mu) then share its value and its
+    derivative: the sweep works per monomial, not per basic moment.
+    """
+    n_basic = basic.shape[0]
+    max_pow = 0
+    for q in range(n_basic):
+        max_pow = max(max_pow, basic[q, 1] + basic[q, 2] + basic[q, 3])
+    lookup = np.full((max_pow + 1, max_pow + 1, max_pow + 1), -1, dtype=np.int64)
+    n_mono = 0
+    for a in range(max_pow + 1):
+        for b in range(max_pow + 1 - a):
+            for c in range(max_pow + 1 - a - b):
+                lookup[a, b, c] = n_mono
+                n_mono += 1
+    powers = np.zeros((n_mono, 3), dtype=np.int64)
+    lower = np.zeros((n_mono, 3), dtype=np.int64)
+    power = np.zeros((n_mono, 3))
+    for a in range(max_pow + 1):
+        for b in range(max_pow + 1 - a):
+            for c in range(max_pow + 1 - a - b):
+                k = lookup[a, b, c]
+                powers[k, 0] = a
+                powers[k, 1] = b
+                powers[k, 2] = c
+                if a > 0:
+                    lower[k, 0] = lookup[a - 1, b, c]
+                    power[k, 0] = a
+                if b > 0:
+                    lower[k, 1] = lookup[a, b - 1, c]
+                    power[k, 1] = b
+                if c > 0:
+                    lower[k, 2] = lookup[a, b, c - 1]
+                    power[k, 2] = c
+    of_basic = np.zeros(n_basic, dtype=np.int64)
+    for q in range(n_basic):
+        of_basic[q] = lookup[basic[q, 1], basic[q, 2], basic[q, 3]]
+    return powers, of_basic, lower, power
+
+
+@nb.njit(**_JIT)
+def mu_segments(basic, n_mu):
+    """The basic moments grouped by radial function: ``by_mu`` (n_basic,) lists them in order of mu, and those of
+    mu are ``by_mu[start[mu]:start[mu + 1]]``. The sweep sums each group into registers: summing into dV/df_mu in
+    memory, one basic moment after another of the same mu, made every step wait for the one before."""
+    n_basic = basic.shape[0]
+    by_mu = np.argsort(basic[:, 0], kind='mergesort')
+    start = np.zeros(n_mu + 1, dtype=np.int64)
+    for q in range(n_basic):
+        start[basic[q, 0] + 1] += 1
+    for mu in range(n_mu):
+        start[mu + 1] += start[mu]
+    return by_mu, start
+
+
+@nb.njit(inline='always', **_JIT)
+def _monomials(ux, uy, uz, powers, px, py, pz, mono):
+    """Powers px[k] = u_x^k (likewise py, pz) and every monomial ``mono[k]`` of ``powers`` at the unit vector u."""
+    px[0] = 1.0
+    py[0] = 1.0
+    pz[0] = 1.0
+    for k in range(1, px.shape[0]):
+        px[k] = px[k - 1] * ux
+        py[k] = py[k - 1] * uy
+        pz[k] = pz[k - 1] * uz
+    for k in range(powers.shape[0]):
+        mono[k] = px[powers[k, 0]] * py[powers[k, 1]] * pz[powers[k, 2]]
+
+
+@nb.njit(inline='always', **_JIT)
+def _monomial_gradients(mono, lower, power, dmono):
+    """``dmono[k, d]`` = d(monomial k)/du_d = power * (the monomial of one power less along d)."""
+    for k in range(mono.shape[0]):
+        for d in range(3):
+            dmono[k, d] = power[k, d] * mono[lower[k, d]]
+
+
+@nb.njit(**_JIT)
 def site_block(
     start, stop,
     types, moments, offsets, nbr, vec,
     rc, sc, xi, basic, times, mapping, n_moments,
     r_min, r_cut, scaling, mag_min, mag_max,
-    need_grad,
+    need_grad, need_forces,
     site_e, pair_dvec, pair_dm, own_dm, grad,
     tangent, dvec, dm, grad_t,
 ):  # fmt: skip
     """Evaluate atoms ``start <= i < stop`` (see module docstring).
 
-    Outputs: ``site_e[i]`` (eV); ``pair_dvec[p]`` = dV_i/d(vec_p) (eV/A, (P, 3));
+    Outputs: ``site_e[i]`` (eV); ``pair_dvec[p]`` = dV_i/d(vec_p) (eV/A, (P, 3)), only with ``need_forces``
+    (without: the sweep skips every derivative along r, what moment equilibration at fixed atoms does not use);
     ``pair_dm[p]`` = dV_i/dm_j for the neighbour j of pair p (eV/mu_B);
     ``own_dm[i]`` = dV_i/dm_i; ``grad`` (n_params,) += dV_i/dtheta when ``need_grad``.
 
@@ -75,11 +159,11 @@ def site_block(
     n_times = times.shape[0]
     n_alpha = mapping.shape[0]
     n_radial = rc.size
-    max_pow = 0
-    for q in range(n_basic):
-        s = basic[q, 1] + basic[q, 2] + basic[q, 3]
-        if s > max_pow:
-            max_pow = s
+    powers, of_basic, lower, power = monomial_tables(basic)
+    by_mu, mu_start = mu_segments(basic, n_mu)
+    mono_by_mu = of_basic[by_mu]
+    n_mono = powers.shape[0]
+    max_pow = powers[n_mono - 1, 0]  # the last monomial is u_x^max_pow
     max_nb = 0
     for i in range(start, stop):
         if offsets[i + 1] - offsets[i] > max_nb:
@@ -104,6 +188,8 @@ def site_block(
     px = np.zeros(max_pow + 1)
     py = np.zeros(max_pow + 1)
     pz = np.zeros(max_pow + 1)
+    mono = np.zeros(n_mono)
+    dmono = np.zeros((n_mono, 3))
     dvdf = np.zeros(n_mu)
     nt = max_nb if tangent else 0
     dmom = np.zeros(n_moments if tangent else 0)
@@ -117,6 +203,7 @@ def site_block(
     ddvdf = np.zeros(n_mu)
     span = r_cut - r_min
     magnetic = n_psi > 1
+    along_r = need_forces or tangent
 
     for i in range(start, stop):
         zi = types[i]
@@ -186,7 +273,7 @@ def site_block(
                 fmi = 0.0
                 for b in range(n_phi):
                     qv = tb[b] * wq
-                    qd = dtb[b] * (2.0 / span) * wq + tb[b] * dwq
+                    qd = dtb[b] * (2.0 / span) * wq + tb[b] * dwq if along_r else 0.0
                     if mu == 0:
                         qval[lp, b] = qv
                         if tangent:
@@ -204,15 +291,11 @@ def site_block(
             ux = x * inv_r
             uy = y * inv_r
             uz = z * inv_r
-            px[0] = 1.0
-            py[0] = 1.0
-            pz[0] = 1.0
-            for k in range(1, max_pow + 1):
-                px[k] = px[k - 1] * ux
-                py[k] = py[k - 1] * uy
-                pz[k] = pz[k - 1] * uz
-            for q in range(n_basic):
-                mom[q] += fval[lp, basic[q, 0]] * px[basic[q, 1]] * py[basic[q, 2]] * pz[basic[q, 3]]
+            _monomials(ux, uy, uz, powers, px, py, pz, mono)
+            for mu in range(n_mu):
+                f = fval[lp, mu]
+                for s in range(mu_start[mu], mu_start[mu + 1]):
+                    mom[by_mu[s]] += f * mono[mono_by_mu[s]]
             if tangent:
                 dr = ux * dvec[p, 0] + uy * dvec[p, 1] + uz * dvec[p, 2]
                 du[lp, 0] = (dvec[p, 0] - ux * dr) * inv_r
@@ -280,35 +363,31 @@ def site_block(
             ux = x * inv_r
             uy = y * inv_r
             uz = z * inv_r
-            px[0] = 1.0
-            py[0] = 1.0
-            pz[0] = 1.0
-            for k in range(1, max_pow + 1):
-                px[k] = px[k - 1] * ux
-                py[k] = py[k - 1] * uy
-                pz[k] = pz[k - 1] * uz
-            for mu in range(n_mu):
-                dvdf[mu] = 0.0
+            _monomials(ux, uy, uz, powers, px, py, pz, mono)
+            # dV/df_mu = sum of adj * monomial over the basic moments of mu; dV/du = sum of adj * f_mu * dmonomial/du
             gx = 0.0
             gy = 0.0
             gz = 0.0
-            for q in range(n_basic):
-                aq = adj[q]
-                if aq == 0.0:
-                    continue
-                mu = basic[q, 0]
-                a = basic[q, 1]
-                bb = basic[q, 2]
-                c = basic[q, 3]
-                pyz = py[bb] * pz[c]
-                dvdf[mu] += aq * px[a] * pyz
-                af = aq * fval[lp, mu]
-                if a > 0:
-                    gx += af * a * px[a - 1] * pyz
-                if bb > 0:
-                    gy += af * bb * px[a] * py[bb - 1] * pz[c]
-                if c > 0:
-                    gz += af * c * px[a] * py[bb] * pz[c - 1]
+            if need_forces:
+                _monomial_gradients(mono, lower, power, dmono)
+            for mu in range(n_mu):
+                dv = 0.0
+                sx = 0.0
+                sy = 0.0
+                sz = 0.0
+                for s in range(mu_start[mu], mu_start[mu + 1]):
+                    aq = adj[by_mu[s]]
+                    k = mono_by_mu[s]
+                    dv += aq * mono[k]
+                    if need_forces:
+                        sx += aq * dmono[k, 0]
+                        sy += aq * dmono[k, 1]
+                        sz += aq * dmono[k, 2]
+                dvdf[mu] = dv
+                f = fval[lp, mu]
+                gx += f * sx
+                gy += f * sy
+                gz += f * sz
             gu = gx * ux + gy * uy + gz * uz
             drad = 0.0
             dmj = 0.0
@@ -316,9 +395,10 @@ def site_block(
                 drad += dvdf[mu] * fdr[lp, mu]
                 dmj += dvdf[mu] * fdmj[lp, mu]
                 dmi += dvdf[mu] * fdmi[lp, mu]
-            pair_dvec[p, 0] = drad * ux + (gx - gu * ux) * inv_r
-            pair_dvec[p, 1] = drad * uy + (gy - gu * uy) * inv_r
-            pair_dvec[p, 2] = drad * uz + (gz - gu * uz) * inv_r
+            if need_forces:
+                pair_dvec[p, 0] = drad * ux + (gx - gu * ux) * inv_r
+                pair_dvec[p, 1] = drad * uy + (gy - gu * uy) * inv_r
+                pair_dvec[p, 2] = drad * uz + (gz - gu * uz) * inv_r
             pair_dm[p] = dmj
             if need_grad:
                 for mu in range(n_mu):
@@ -370,19 +450,23 @@ def site_block(
 def scatter(a0, a1, offsets, nbr, vec, pair_dvec, pair_dm, own_dm):
     """Forces (n, 3), virial (6,) and dE/dm (n,) of atoms a0 <= i < a1 from the pair arrays.
 
-    The virial is -sum_p dV/dvec_p (x) vec_p, symmetrised, Voigt xx yy zz yz xz xy (eV).
+    The virial is -sum_p dV/dvec_p (x) vec_p, symmetrised, Voigt xx yy zz yz xz xy (eV). An empty ``pair_dvec``
+    (no forces asked for) leaves forces and virial zero.
     """
     n = a1 - a0
     forces = np.zeros((n, 3))
     dedm = own_dm[a0:a1].copy()
     virial = np.zeros(6)
+    with_forces = pair_dvec.shape[0] > 0
     for i in range(a0, a1):
         for p in range(offsets[i], offsets[i + 1]):
             j = nbr[p] - a0
+            dedm[j] += pair_dm[p]
+            if not with_forces:
+                continue
             for k in range(3):
                 forces[i - a0, k] += pair_dvec[p, k]
                 forces[j, k] -= pair_dvec[p, k]
-            dedm[j] += pair_dm[p]
             virial[0] -= pair_dvec[p, 0] * vec[p, 0]
             virial[1] -= pair_dvec[p, 1] * vec[p, 1]
             virial[2] -= pair_dvec[p, 2] * vec[p, 2]
@@ -398,9 +482,10 @@ def evaluate_atoms(
     types, moments, offsets, nbr, vec,
     rc, sc, xi, basic, times, mapping, n_moments,
     r_min, r_cut, scaling, mag_min, mag_max,
-    need_grad, n_params,
+    need_grad, n_params, need_forces=True,
 ):  # fmt: skip
-    """All atoms of one configuration, atoms split into ``n_chunks`` parallel chunks.
+    """All atoms of one configuration, atoms split into ``n_chunks`` parallel chunks; without ``need_forces``,
+    forces and virial are returned as zeros (moment equilibration: energy, dE/dm and dE/dtheta only).
 
     Returns ``(site_e (N,), forces (N, 3), virial (6,), dedm (N,), grad (n_params,), grads (n_chunks, n_params))``
     with ``virial`` = -sum_p dV/dvec_p (x) vec_p in Voigt order (eV), ``dedm`` = dE/dm (eV/mu_B), and ``grads``
@@ -409,7 +494,7 @@ def evaluate_atoms(
     n = types.shape[0]
     n_pairs = nbr.shape[0]
     site_e = np.zeros(n)
-    pair_dvec = np.zeros((n_pairs, 3))
+    pair_dvec = np.zeros((n_pairs if need_forces else 0, 3))
     pair_dm = np.zeros(n_pairs)
     own_dm = np.zeros(n)
     grads = np.zeros((n_chunks, n_params if need_grad else 0))
@@ -424,7 +509,7 @@ def evaluate_atoms(
                 start, stop, types, moments, offsets, nbr, vec,
                 rc, sc, xi, basic, times, mapping, n_moments,
                 r_min, r_cut, scaling, mag_min, mag_max,
-                need_grad, site_e, pair_dvec, pair_dm, own_dm, grads[c],
+                need_grad, need_forces, site_e, pair_dvec, pair_dm, own_dm, grads[c],
                 False, no_dvec, no_dm, no_dm,
             )  # fmt: skip
     forces, virial, dedm = scatter(0, n, offsets, nbr, vec, pair_dvec, pair_dm, own_dm)

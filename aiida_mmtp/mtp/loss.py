@@ -94,7 +94,7 @@ def _evaluate_config(
 ):  # fmt: skip
     site_block(
         a0, a1, types, moments, offsets, nbr, vec, rc, sc, xi, basic, times, mapping, n_moments,
-        r_min, r_cut, scaling, mag_min, mag_max, need_grad, site_e, pair_dvec, pair_dm, own_dm, g,
+        r_min, r_cut, scaling, mag_min, mag_max, need_grad, True, site_e, pair_dvec, pair_dm, own_dm, g,
         tangent, dvec, dm, gt,
     )  # fmt: skip
     forces, virial, dedm = scatter(a0, a1, offsets, nbr, vec, pair_dvec, pair_dm, own_dm)

@@ -169,7 +169,9 @@ class MmtpLabelRefParser(EngineParser):
             )
         species = self.node.inputs.configurations.species
         sources = [self.node.uuid] * len(configs)
-        self.out('training_set', TrainingSetData(configs, species, fidelity=dict(REFERENCE_FIDELITY), sources=sources))
+        origins = self.node.inputs.configurations.origins
+        self.out('training_set', TrainingSetData(configs, species, fidelity=dict(REFERENCE_FIDELITY), sources=sources,
+                                                 origins=origins))  # fmt: skip
         return None
 
 

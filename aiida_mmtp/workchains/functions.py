@@ -147,19 +147,13 @@ def generate_configurations(parameters: orm.Dict, **structures: orm.StructureDat
     configs = configurations(cells, parameters.get_dict())
     if not configs:
         raise ValueError(f'no configurations: no cell has any of the states {parameters["states"]}')
-    out = TrainingSetData(configs, species)
-    out.base.attributes.set('origins', [cfg.features['origin'] for cfg in configs])
-    return out
+    return TrainingSetData(configs, species, origins=[cfg.features['origin'] for cfg in configs])
 
 
 @calcfunction
 def subset(configurations: TrainingSetData, indices: orm.List) -> TrainingSetData:
-    """The configurations at ``indices`` (0-based, in that order), labels and sources kept."""
-    configs = configurations.get_configurations()
-    sources, kpoints = configurations.sources, configurations.kpoints
-    keep = [int(k) for k in indices.get_list()]
-    return TrainingSetData([configs[k] for k in keep], configurations.species, fidelity=configurations.fidelity,
-                           sources=[sources[k] for k in keep], kpoints=[kpoints[k] for k in keep])  # fmt: skip
+    """The configurations at ``indices`` (0-based, in that order), labels, sources and origins kept."""
+    return configurations.take(indices.get_list())
 
 
 @calcfunction
@@ -186,9 +180,7 @@ def perturb_labelled(labels: TrainingSetData, parameters: orm.Dict) -> TrainingS
             names.append(origin.rsplit(':perturbed', 1)[0] + f':perturbed{j}')
     if not configs:
         raise ValueError('nothing to perturb: no labels, or n_perturbed 0')
-    out = TrainingSetData(configs, labels.species)
-    out.base.attributes.set('origins', names)
-    return out
+    return TrainingSetData(configs, labels.species, origins=names)
 
 
 @calcfunction
@@ -203,6 +195,4 @@ def strain_prepared(start: TrainingSetData, prepared: TrainingSetData, strains: 
     for cfg, origin in zip(configs, origins):
         cfg.features = {'origin': f'{origin}:prepared'}
     out_configs = apply_strains(configs, strains['strains'])
-    out = TrainingSetData(out_configs, start.species)
-    out.base.attributes.set('origins', [cfg.features['origin'] for cfg in out_configs])
-    return out
+    return TrainingSetData(out_configs, start.species, origins=[cfg.features['origin'] for cfg in out_configs])

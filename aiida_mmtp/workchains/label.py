@@ -112,11 +112,9 @@ def collect_labels(configurations: TrainingSetData, fidelity: orm.Dict, **runs) 
     if first is not None and 'kpoints' in key:
         mesh, shifts = kpoints[first]
         key['kpoints']['reference'] = {'cell': labelled[first].cell.tolist(), 'mesh': mesh, 'shifts': shifts}
-    out = TrainingSetData(labelled, configurations.species, fidelity=key, sources=sources, kpoints=kpoints)
     origins = configurations.origins
-    if origins is not None:
-        out.base.attributes.set('origins', [origins[k] for k in kept])
-    return out
+    return TrainingSetData(labelled, configurations.species, fidelity=key, sources=sources, kpoints=kpoints,
+                           origins=None if origins is None else [origins[k] for k in kept])  # fmt: skip
 
 
 def _labelled(run: orm.ProcessNode) -> bool:

@@ -141,8 +141,7 @@ def scan_set(structure: orm.StructureData, parameters: orm.Dict, **labels: Train
             values = [(c, sign * e) for c in settings['components'] for sign in (1, -1)]
         configs += scan_configurations(unit, magnetic, state, step, values, moment=choice['moment'] or 0.0,
                                        scale=choice['scale'])  # fmt: skip
-    out = TrainingSetData(configs, species)
-    out.base.attributes.set('origins', [cfg.features['origin'] for cfg in configs])
+    out = TrainingSetData(configs, species, origins=[cfg.features['origin'] for cfg in configs])
     out.base.attributes.set('choices', choices)
     return out
 
