@@ -7,6 +7,11 @@ carries dV_i/d(moment) back to every neighbour pair. One sweep gives the site
 energy, dV_i/d(r_ij) for every pair (forces and virial), dV_i/dm for the
 central atom and each neighbour (magnetic forces), and dV_i/dtheta.
 
+Per pair, the angular monomials u_x^a u_y^b u_z^c (and their derivatives along
+u) are formed once and shared by the basic moments of the same rank
+(:func:`monomial_tables`); sums over the basic moments of one radial function
+run in registers (:func:`mu_segments`).
+
 Pair arrays are written per pair and scattered serially afterwards, so the
 atom loop is free of races and runs in parallel (``prange`` over chunks).
 """
@@ -30,19 +35,6 @@ def _chebyshev(x, n, out, dout):
     for k in range(2, n):
         out[k] = 2.0 * x * out[k - 1] - out[k - 2]
         dout[k] = 2.0 * out[k - 1] + 2.0 * x * dout[k - 1] - dout[k - 2]
-
-
-@nb.njit(inline='always', **_JIT)
-def _monomial_tangent(px, py, pz, a, b, c, d0, d1, d2):
-    """Change of u_x^a u_y^b u_z^c along the direction change (d0, d1, d2) of the unit vector u."""
-    out = 0.0
-    if a > 0:
-        out += a * px[a - 1] * py[b] * pz[c] * d0
-    if b > 0:
-        out += b * px[a] * py[b - 1] * pz[c] * d1
-    if c > 0:
-        out += c * px[a] * py[b] * pz[c - 1] * d2
-    return out
 
 
 @nb.njit(**_JIT)
@@ -128,6 +120,13 @@ def _monomial_gradients(mono, lower, power, dmono):
             dmono[k, d] = power[k, d] * mono[lower[k, d]]
 
 
+@nb.njit(inline='always', **_JIT)
+def _monomial_tangents(dmono, d0, d1, d2, tmono):
+    """``tmono[k]``: the change of monomial k along the change (d0, d1, d2) of the unit vector u."""
+    for k in range(dmono.shape[0]):
+        tmono[k] = dmono[k, 0] * d0 + dmono[k, 1] * d1 + dmono[k, 2] * d2
+
+
 @nb.njit(**_JIT)
 def site_block(
     start, stop,
@@ -155,7 +154,6 @@ def site_block(
     n_mu = rc.shape[2]
     n_phi = rc.shape[3]
     n_psi = rc.shape[4]
-    n_basic = basic.shape[0]
     n_times = times.shape[0]
     n_alpha = mapping.shape[0]
     n_radial = rc.size
@@ -190,6 +188,7 @@ def site_block(
     pz = np.zeros(max_pow + 1)
     mono = np.zeros(n_mono)
     dmono = np.zeros((n_mono, 3))
+    tmono = np.zeros(n_mono if tangent else 0)
     dvdf = np.zeros(n_mu)
     nt = max_nb if tangent else 0
     dmom = np.zeros(n_moments if tangent else 0)
@@ -307,13 +306,14 @@ def site_block(
                     dpsij[lp, jj] = dpsi_j[jj] * dm[j]
                 for mu in range(n_mu):
                     df[lp, mu] = fdr[lp, mu] * dr + fdmj[lp, mu] * dm[j] + fdmi[lp, mu] * dm[i]
-                for q in range(n_basic):
-                    mu = basic[q, 0]
-                    a = basic[q, 1]
-                    bb = basic[q, 2]
-                    c = basic[q, 3]
-                    gdu = _monomial_tangent(px, py, pz, a, bb, c, du[lp, 0], du[lp, 1], du[lp, 2])
-                    dmom[q] += df[lp, mu] * px[a] * py[bb] * pz[c] + fval[lp, mu] * gdu
+                _monomial_gradients(mono, lower, power, dmono)
+                _monomial_tangents(dmono, du[lp, 0], du[lp, 1], du[lp, 2], tmono)
+                for mu in range(n_mu):
+                    f = fval[lp, mu]
+                    dfm = df[lp, mu]
+                    for s in range(mu_start[mu], mu_start[mu + 1]):
+                        k = mono_by_mu[s]
+                        dmom[by_mu[s]] += dfm * mono[k] + f * tmono[k]
         for t in range(n_times):
             mom[times[t, 3]] += times[t, 2] * mom[times[t, 0]] * mom[times[t, 1]]
         if tangent:
@@ -368,7 +368,7 @@ def site_block(
             gx = 0.0
             gy = 0.0
             gz = 0.0
-            if need_forces:
+            if need_forces or tangent:
                 _monomial_gradients(mono, lower, power, dmono)
             for mu in range(n_mu):
                 dv = 0.0
@@ -408,15 +408,14 @@ def site_block(
                         for jj in range(n_psi):
                             acc[zj, mu, b, jj] += dq * psij[lp, jj]
             if tangent:
+                _monomial_tangents(dmono, du[lp, 0], du[lp, 1], du[lp, 2], tmono)
                 for mu in range(n_mu):
-                    ddvdf[mu] = 0.0
-                for q in range(n_basic):
-                    mu = basic[q, 0]
-                    a = basic[q, 1]
-                    bb = basic[q, 2]
-                    c = basic[q, 3]
-                    gdu = _monomial_tangent(px, py, pz, a, bb, c, du[lp, 0], du[lp, 1], du[lp, 2])
-                    ddvdf[mu] += dadj[q] * px[a] * py[bb] * pz[c] + adj[q] * gdu
+                    t = 0.0
+                    for s in range(mu_start[mu], mu_start[mu + 1]):
+                        q = by_mu[s]
+                        k = mono_by_mu[s]
+                        t += dadj[q] * mono[k] + adj[q] * tmono[k]
+                    ddvdf[mu] = t
                 for mu in range(n_mu):
                     for b in range(n_phi):
                         for jj in range(n_psi):

@@ -92,11 +92,14 @@ def _evaluate_config(
     r_min, r_cut, scaling, mag_min, mag_max, need_grad, site_e, pair_dvec, pair_dm, own_dm, g,
     tangent, dvec, dm, gt,
 ):  # fmt: skip
+    # a tangent sweep is run for gt alone: no forces (the sweep skips dV/dvec), nothing scattered
     site_block(
         a0, a1, types, moments, offsets, nbr, vec, rc, sc, xi, basic, times, mapping, n_moments,
-        r_min, r_cut, scaling, mag_min, mag_max, need_grad, True, site_e, pair_dvec, pair_dm, own_dm, g,
+        r_min, r_cut, scaling, mag_min, mag_max, need_grad, not tangent, site_e, pair_dvec, pair_dm, own_dm, g,
         tangent, dvec, dm, gt,
     )  # fmt: skip
+    if tangent:
+        return 0.0, np.zeros((0, 3)), np.zeros(6), np.zeros(0)
     forces, virial, dedm = scatter(a0, a1, offsets, nbr, vec, pair_dvec, pair_dm, own_dm)
     return site_e[a0:a1].sum(), forces, virial, dedm
 
