@@ -57,6 +57,10 @@ def test_equilibration_minimises_over_moments_and_keeps_signs(trained):
     free = np.abs(np.abs(out.moments) - hi) > 1e-6
     assert np.abs(out.mag_forces[free]).max() < 1e-5
     assert out.energy <= evaluate(pot, start).energy
+    # unlabelled (what an MD step asks for, as it evaluates the result itself): the same moments, one call fewer
+    bare, bare_report = equilibrate_moments(pot, start, tol=1e-6, labelled=False)
+    assert bare.energy is None and bare.forces is None and np.array_equal(bare.moments, out.moments)
+    assert bare_report.steps == report.steps and bare_report.energy == pytest.approx(out.energy, abs=1e-9)
 
 
 def test_relax_reaches_small_forces_and_stress(trained):

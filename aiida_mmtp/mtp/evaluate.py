@@ -142,7 +142,7 @@ def evaluate(
     (E(M) + E(-M)) / 2 with every derived quantity consistent with it;
     ``False`` gives MLIP-3's plain E(M). ``gradient`` adds dE/dtheta.
     ``forces=False`` skips every derivative along the positions (forces, virial and stress are None): energy and
-    magnetic forces of the same values, for moment equilibration at fixed atoms, at about 2/3 of the cost.
+    magnetic forces of the same values, for moment equilibration at fixed atoms, at about 4/5 of the cost.
     ``n_threads`` caps the numba threads used (default: all).
     """
     moments, neigh = prepare(pot, cfg, label)
