@@ -276,13 +276,6 @@ def equilibrate_moments(
     return out, report
 
 
-def _within_signs(moments: np.ndarray, signs: np.ndarray | None) -> np.ndarray:
-    """``moments`` with every atom of a kept sign (``signs`` +1 / -1) on its side of zero."""
-    if signs is None:
-        return moments.copy()
-    return np.where(signs > 0, np.maximum(moments, 0.0), np.where(signs < 0, np.minimum(moments, 0.0), moments))
-
-
 class GradedCalculator(Calculator):
     """MTP calculator that grades every configuration it evaluates; optionally equilibrates moments first.
 
@@ -315,8 +308,8 @@ class GradedCalculator(Calculator):
         cfg = atoms_to_configuration(self.atoms, self.pot.species)
         if self.equilibrate:
             if self.moments is not None:
-                guess = self.moments if self._before is None else 2.0 * self.moments - self._before
-                cfg.moments = _within_signs(guess, self.signs)
+                # a guess past zero or M_max starts at the bound: L-BFGS-B clips it into moment_bounds(signs)
+                cfg.moments = self.moments.copy() if self._before is None else 2.0 * self.moments - self._before
             cfg, _ = equilibrate_moments(self.pot, cfg, tol=self.eq_tol, signs=self.signs, labelled=False)
             self._before = self.moments
             self.moments = cfg.moments.copy()
