@@ -66,23 +66,26 @@ def cold_compile_seconds() -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def time_per_atom(fn, cells, seconds: float) -> float:
-    """Best of three rounds, microseconds per atom per evaluation."""
-    best = np.inf
-    for _ in range(3):
-        n_atoms = 0
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds / 3:
-            for cfg in cells:
-                fn(cfg)
-                n_atoms += cfg.natoms
-        best = min(best, (time.perf_counter() - t0) / n_atoms * 1e6)
-    return float(best)
+def time_per_atom(fns: dict, cells, seconds: float, rounds: int = 6) -> dict:
+    """Microseconds per atom per evaluation of each of ``fns`` (name -> function of a cell): the best of ``rounds``
+    rounds, the cases taken in turn within each round, so that a slow spell of a shared machine (seconds long)
+    falls on every case alike instead of on one."""
+    best = dict.fromkeys(fns, np.inf)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n_atoms = 0
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < seconds / rounds:
+                for cfg in cells:
+                    fn(cfg)
+                    n_atoms += cfg.natoms
+            best[name] = min(best[name], (time.perf_counter() - t0) / n_atoms * 1e6)
+    return {name: float(v) for name, v in best.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--seconds', type=float, default=3.0, help='time per measurement')
+    parser.add_argument('--seconds', type=float, default=6.0, help='seconds per case and thread count, over all rounds')
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -110,8 +113,8 @@ def main() -> None:
     results = {}
     for threads in sorted({1, min(2, max_threads)}):
         numba.set_num_threads(threads)
-        for name, (pot, kw) in cases.items():
-            us = time_per_atom(lambda c, pot=pot, kw=kw: evaluate(pot, c, **kw), cells, args.seconds)
+        fns = {name: (lambda c, pot=pot, kw=kw: evaluate(pot, c, **kw)) for name, (pot, kw) in cases.items()}
+        for name, us in time_per_atom(fns, cells, args.seconds).items():
             results.setdefault(name, {})[f'{threads} thread' + ('s' if threads > 1 else '')] = round(us, 2)
     numba.set_num_threads(max_threads)
 

@@ -65,3 +65,31 @@ def test_same_functions_as_mlip_level16(reference_dir):
 def test_level_out_of_range():
     with pytest.raises(ValueError, match='level'):
         basis_for_level(40)
+
+
+@pytest.mark.parametrize('level', [2, 6, 16, 22])
+def test_monomial_tables_build_every_monomial_from_its_parent(level):
+    """The sweep's tables: monomial k is its parent's times u[axis] (parents first), each basic moment points at
+    the monomial of its powers, and lower/power give the derivative of each monomial; checked on the values at a
+    random unit vector against u_x^a u_y^b u_z^c."""
+    from aiida_mmtp.mtp.kernels import monomial_tables, mu_segments
+
+    basic = basis_for_level(level).basic
+    powers, of_basic, lower, power, parent, axis = monomial_tables(basic)
+    np.testing.assert_array_equal(powers[of_basic], basic[:, 1:])
+    assert np.all(parent[1:] < np.arange(1, len(parent)))
+    u = np.array([0.48, -0.6, 0.64])
+    exact = np.prod(u**powers, axis=1)
+    mono = np.ones(len(powers))
+    for k in range(1, len(powers)):
+        mono[k] = mono[parent[k]] * u[axis[k]]
+    np.testing.assert_allclose(mono, exact, rtol=1e-14)
+    for d in range(3):
+        step = np.zeros(3)
+        step[d] = 1e-6
+        numeric = (np.prod((u + step) ** powers, axis=1) - np.prod((u - step) ** powers, axis=1)) / 2e-6
+        np.testing.assert_allclose(power[:, d] * exact[lower[:, d]], numeric, atol=1e-8)
+    by_mu, start = mu_segments(basic, basis_for_level(level).radial_funcs_count)
+    assert sorted(by_mu) == list(range(len(basic)))
+    for mu in range(len(start) - 1):
+        assert np.all(basic[by_mu[start[mu] : start[mu + 1]], 0] == mu)

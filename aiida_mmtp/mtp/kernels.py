@@ -7,13 +7,22 @@ carries dV_i/d(moment) back to every neighbour pair. One sweep gives the site
 energy, dV_i/d(r_ij) for every pair (forces and virial), dV_i/dm for the
 central atom and each neighbour (magnetic forces), and dV_i/dtheta.
 
-Per pair, the angular monomials u_x^a u_y^b u_z^c (and their derivatives along
-u) are formed once and shared by the basic moments of the same rank
-(:func:`monomial_tables`); sums over the basic moments of one radial function
-run in registers (:func:`mu_segments`).
+Per pair, the angular monomials u_x^a u_y^b u_z^c are formed once in the
+forward pass, each from one of lower degree (:func:`monomial_tables`), kept for
+the reverse pass and shared by the basic moments of the same rank; sums over
+the basic moments of one radial function run in registers, over arrays kept in
+that order (:func:`mu_segments`). The reverse pass forms dV/du as one weighted
+sum over the monomials' derivatives (the weight of a monomial: its basic
+moments' dV/d(moment) times their radial functions), not per basic moment.
 
 Pair arrays are written per pair and scattered serially afterwards, so the
 atom loop is free of races and runs in parallel (``prange`` over chunks).
+
+:func:`loss_batch`, the fitting loss of ``loss.py`` over many configurations,
+lives here too: numba keys each cached function on the content of its own file,
+so a kernel in another file that calls :func:`site_block` would keep running an
+outdated sweep after a change here (``tests/test_engine_has_no_aiida.py`` checks
+that no cached kernel calls one of another module).
 """
 
 from __future__ import annotations
@@ -43,9 +52,11 @@ def monomial_tables(basic):
 
     Returns ``powers`` (K, 3) (a, b, c of each), ``of_basic`` (n_basic,) (the monomial of each basic moment,
     ``basic[q, 1:]``), and for the derivative along u_x, u_y, u_z: ``lower`` (K, 3), the monomial of one power less
-    along that axis (0 where the power is 0), and ``power`` (K, 3), the power (float; 0 gives no term). Basic
-    moments that share a monomial (the same tensor rank, other radial functions mu) then share its value and its
-    derivative: the sweep works per monomial, not per basic moment.
+    along that axis (0 where the power is 0), and ``power`` (K, 3), the power (float; 0 gives no term); for the
+    monomials themselves, ``parent`` (K,) and ``axis`` (K,): monomial k is monomial ``parent[k]`` times u[axis[k]]
+    (monomial 0 is 1; a parent comes before its children). Basic moments that share a monomial (the same tensor
+    rank, other radial functions mu) then share its value and its derivative: the sweep works per monomial, not
+    per basic moment.
     """
     n_basic = basic.shape[0]
     max_pow = 0
@@ -80,7 +91,14 @@ def monomial_tables(basic):
     of_basic = np.zeros(n_basic, dtype=np.int64)
     for q in range(n_basic):
         of_basic[q] = lookup[basic[q, 1], basic[q, 2], basic[q, 3]]
-    return powers, of_basic, lower, power
+    parent = np.zeros(n_mono, dtype=np.int64)
+    axis = np.zeros(n_mono, dtype=np.int64)
+    for k in range(1, n_mono):
+        for d in range(2, -1, -1):
+            if power[k, d] > 0:
+                parent[k] = lower[k, d]
+                axis[k] = d
+    return powers, of_basic, lower, power, parent, axis
 
 
 @nb.njit(**_JIT)
@@ -99,32 +117,23 @@ def mu_segments(basic, n_mu):
 
 
 @nb.njit(inline='always', **_JIT)
-def _monomials(ux, uy, uz, powers, px, py, pz, mono):
-    """Powers px[k] = u_x^k (likewise py, pz) and every monomial ``mono[k]`` of ``powers`` at the unit vector u."""
-    px[0] = 1.0
-    py[0] = 1.0
-    pz[0] = 1.0
-    for k in range(1, px.shape[0]):
-        px[k] = px[k - 1] * ux
-        py[k] = py[k - 1] * uy
-        pz[k] = pz[k - 1] * uz
-    for k in range(powers.shape[0]):
-        mono[k] = px[powers[k, 0]] * py[powers[k, 1]] * pz[powers[k, 2]]
+def _monomials(u, parent, axis, mono):
+    """Every monomial ``mono[k]`` at the unit vector ``u`` (3,): monomial k is its ``parent``'s times u[axis]."""
+    mono[0] = 1.0
+    for k in range(1, mono.shape[0]):
+        mono[k] = mono[parent[k]] * u[axis[k]]
 
 
 @nb.njit(inline='always', **_JIT)
-def _monomial_gradients(mono, lower, power, dmono):
-    """``dmono[k, d]`` = d(monomial k)/du_d = power * (the monomial of one power less along d)."""
+def _monomial_tangents(mono, lower, power, du, tmono):
+    """``tmono[k]``: the change of monomial k along the change ``du`` (3,) of the unit vector u, with
+    d(monomial k)/du_d = power[k, d] * (the monomial of one power less along d, ``lower[k, d]``)."""
     for k in range(mono.shape[0]):
-        for d in range(3):
-            dmono[k, d] = power[k, d] * mono[lower[k, d]]
-
-
-@nb.njit(inline='always', **_JIT)
-def _monomial_tangents(dmono, d0, d1, d2, tmono):
-    """``tmono[k]``: the change of monomial k along the change (d0, d1, d2) of the unit vector u."""
-    for k in range(dmono.shape[0]):
-        tmono[k] = dmono[k, 0] * d0 + dmono[k, 1] * d1 + dmono[k, 2] * d2
+        tmono[k] = (
+            power[k, 0] * mono[lower[k, 0]] * du[0]
+            + power[k, 1] * mono[lower[k, 1]] * du[1]
+            + power[k, 2] * mono[lower[k, 2]] * du[2]
+        )
 
 
 @nb.njit(**_JIT)
@@ -157,11 +166,11 @@ def site_block(
     n_times = times.shape[0]
     n_alpha = mapping.shape[0]
     n_radial = rc.size
-    powers, of_basic, lower, power = monomial_tables(basic)
+    n_basic = basic.shape[0]
+    powers, of_basic, lower, power, parent, axis = monomial_tables(basic)
     by_mu, mu_start = mu_segments(basic, n_mu)
     mono_by_mu = of_basic[by_mu]
     n_mono = powers.shape[0]
-    max_pow = powers[n_mono - 1, 0]  # the last monomial is u_x^max_pow
     max_nb = 0
     for i in range(start, stop):
         if offsets[i + 1] - offsets[i] > max_nb:
@@ -183,16 +192,18 @@ def site_block(
     cc = np.zeros((n_species, n_mu, n_phi, n_psi))
     dcc = np.zeros((n_species, n_mu, n_phi, n_psi))
     acc = np.zeros((n_species, n_mu, n_phi, n_psi))
-    px = np.zeros(max_pow + 1)
-    py = np.zeros(max_pow + 1)
-    pz = np.zeros(max_pow + 1)
-    mono = np.zeros(n_mono)
-    dmono = np.zeros((n_mono, 3))
-    tmono = np.zeros(n_mono if tangent else 0)
+    mono_p = np.zeros((max_nb, n_mono))  # the monomials of each pair, formed in the forward pass
+    u_p = np.zeros((max_nb, 4))  # each pair's unit vector and 1/r
+    mom_s = np.zeros(n_basic)  # the basic moments, in the order of by_mu
+    adj_s = np.zeros(n_basic)  # dV/d(basic moment), in the order of by_mu
+    wk = np.zeros(n_mono)
     dvdf = np.zeros(n_mu)
     nt = max_nb if tangent else 0
     dmom = np.zeros(n_moments if tangent else 0)
     dadj = np.zeros(n_moments if tangent else 0)
+    dmom_s = np.zeros(n_basic if tangent else 0)  # in the order of by_mu, as mom_s
+    dadj_s = np.zeros(n_basic if tangent else 0)
+    tmono_p = np.zeros((nt, n_mono))  # the change of each pair's monomials along the tangent
     df = np.zeros((nt, n_mu))
     qder = np.zeros((nt, n_phi))
     dpsij = np.zeros((nt, n_psi))
@@ -231,13 +242,13 @@ def site_block(
                             s1 += c * dpsi_i[ii]
                         cc[zj, mu, b, jj] = s0
                         dcc[zj, mu, b, jj] = s1
-        for k in range(n_moments):
-            mom[k] = 0.0
+        for k in range(n_basic):
+            mom_s[k] = 0.0
         if tangent:
             for ii in range(n_psi):
                 tpsi_i[ii] = dpsi_i[ii] * dm[i]
-            for k in range(n_moments):
-                dmom[k] = 0.0
+            for k in range(n_basic):
+                dmom_s[k] = 0.0
         # forward pass over neighbours
         for p in range(p0, p1):
             lp = p - p0
@@ -277,12 +288,19 @@ def site_block(
                         qval[lp, b] = qv
                         if tangent:
                             qder[lp, b] = qd
+                    # the m_j sums first: c . psi_j, c . dpsi_j/dm_j, and dc/dm_i . psi_j
+                    cp = 0.0
+                    cdp = 0.0
+                    dcp = 0.0
                     for jj in range(n_psi):
                         c = cc[zj, mu, b, jj]
-                        f += c * qv * psij[lp, jj]
-                        fr += c * qd * psij[lp, jj]
-                        fmj += c * qv * dpsi_j[jj]
-                        fmi += dcc[zj, mu, b, jj] * qv * psij[lp, jj]
+                        cp += c * psij[lp, jj]
+                        cdp += c * dpsi_j[jj]
+                        dcp += dcc[zj, mu, b, jj] * psij[lp, jj]
+                    f += qv * cp
+                    fr += qd * cp
+                    fmj += qv * cdp
+                    fmi += qv * dcp
                 fval[lp, mu] = f
                 fdr[lp, mu] = fr
                 fdmj[lp, mu] = fmj
@@ -290,11 +308,16 @@ def site_block(
             ux = x * inv_r
             uy = y * inv_r
             uz = z * inv_r
-            _monomials(ux, uy, uz, powers, px, py, pz, mono)
+            u_p[lp, 0] = ux
+            u_p[lp, 1] = uy
+            u_p[lp, 2] = uz
+            u_p[lp, 3] = inv_r
+            mono = mono_p[lp]
+            _monomials(u_p[lp], parent, axis, mono)
             for mu in range(n_mu):
                 f = fval[lp, mu]
                 for s in range(mu_start[mu], mu_start[mu + 1]):
-                    mom[by_mu[s]] += f * mono[mono_by_mu[s]]
+                    mom_s[s] += f * mono[mono_by_mu[s]]
             if tangent:
                 dr = ux * dvec[p, 0] + uy * dvec[p, 1] + uz * dvec[p, 2]
                 du[lp, 0] = (dvec[p, 0] - ux * dr) * inv_r
@@ -306,17 +329,25 @@ def site_block(
                     dpsij[lp, jj] = dpsi_j[jj] * dm[j]
                 for mu in range(n_mu):
                     df[lp, mu] = fdr[lp, mu] * dr + fdmj[lp, mu] * dm[j] + fdmi[lp, mu] * dm[i]
-                _monomial_gradients(mono, lower, power, dmono)
-                _monomial_tangents(dmono, du[lp, 0], du[lp, 1], du[lp, 2], tmono)
+                tmono = tmono_p[lp]
+                _monomial_tangents(mono, lower, power, du[lp], tmono)
                 for mu in range(n_mu):
                     f = fval[lp, mu]
                     dfm = df[lp, mu]
                     for s in range(mu_start[mu], mu_start[mu + 1]):
                         k = mono_by_mu[s]
-                        dmom[by_mu[s]] += dfm * mono[k] + f * tmono[k]
+                        dmom_s[s] += dfm * mono[k] + f * tmono[k]
+        for k in range(n_moments):
+            mom[k] = 0.0
+        for s in range(n_basic):
+            mom[by_mu[s]] = mom_s[s]
         for t in range(n_times):
             mom[times[t, 3]] += times[t, 2] * mom[times[t, 0]] * mom[times[t, 1]]
         if tangent:
+            for k in range(n_moments):
+                dmom[k] = 0.0
+            for s in range(n_basic):
+                dmom[by_mu[s]] = dmom_s[s]
             for t in range(n_times):
                 ti = times[t, 0]
                 tj = times[t, 1]
@@ -351,43 +382,44 @@ def site_block(
                         for jj in range(n_psi):
                             acc[zj, mu, b, jj] = 0.0
                             dacc[zj, mu, b, jj] = 0.0
+        for s in range(n_basic):
+            adj_s[s] = adj[by_mu[s]]
+        if tangent:
+            for s in range(n_basic):
+                dadj_s[s] = dadj[by_mu[s]]
         dmi = 0.0
         for p in range(p0, p1):
             lp = p - p0
             zj = types[nbr[p]]
-            x = vec[p, 0]
-            y = vec[p, 1]
-            z = vec[p, 2]
-            r = np.sqrt(x * x + y * y + z * z)
-            inv_r = 1.0 / r
-            ux = x * inv_r
-            uy = y * inv_r
-            uz = z * inv_r
-            _monomials(ux, uy, uz, powers, px, py, pz, mono)
-            # dV/df_mu = sum of adj * monomial over the basic moments of mu; dV/du = sum of adj * f_mu * dmonomial/du
-            gx = 0.0
-            gy = 0.0
-            gz = 0.0
-            if need_forces or tangent:
-                _monomial_gradients(mono, lower, power, dmono)
+            mono = mono_p[lp]
+            # dV/df_mu = sum of adj * monomial over the basic moments of mu; dV/du = sum_k W_k dmonomial_k/du with
+            # W_k = sum of f_mu * adj over the basic moments whose monomial is k
+            if need_forces:
+                for k in range(n_mono):
+                    wk[k] = 0.0
             for mu in range(n_mu):
                 dv = 0.0
-                sx = 0.0
-                sy = 0.0
-                sz = 0.0
+                f = fval[lp, mu]
                 for s in range(mu_start[mu], mu_start[mu + 1]):
-                    aq = adj[by_mu[s]]
+                    aq = adj_s[s]
                     k = mono_by_mu[s]
                     dv += aq * mono[k]
                     if need_forces:
-                        sx += aq * dmono[k, 0]
-                        sy += aq * dmono[k, 1]
-                        sz += aq * dmono[k, 2]
+                        wk[k] += f * aq
                 dvdf[mu] = dv
-                f = fval[lp, mu]
-                gx += f * sx
-                gy += f * sy
-                gz += f * sz
+            gx = 0.0
+            gy = 0.0
+            gz = 0.0
+            if need_forces:
+                for k in range(n_mono):
+                    w = wk[k]
+                    gx += w * power[k, 0] * mono[lower[k, 0]]
+                    gy += w * power[k, 1] * mono[lower[k, 1]]
+                    gz += w * power[k, 2] * mono[lower[k, 2]]
+            ux = u_p[lp, 0]
+            uy = u_p[lp, 1]
+            uz = u_p[lp, 2]
+            inv_r = u_p[lp, 3]
             gu = gx * ux + gy * uy + gz * uz
             drad = 0.0
             dmj = 0.0
@@ -408,22 +440,19 @@ def site_block(
                         for jj in range(n_psi):
                             acc[zj, mu, b, jj] += dq * psij[lp, jj]
             if tangent:
-                _monomial_tangents(dmono, du[lp, 0], du[lp, 1], du[lp, 2], tmono)
+                tmono = tmono_p[lp]
                 for mu in range(n_mu):
                     t = 0.0
                     for s in range(mu_start[mu], mu_start[mu + 1]):
-                        q = by_mu[s]
                         k = mono_by_mu[s]
-                        t += dadj[q] * mono[k] + adj[q] * tmono[k]
+                        t += dadj_s[s] * mono[k] + adj_s[s] * tmono[k]
                     ddvdf[mu] = t
                 for mu in range(n_mu):
                     for b in range(n_phi):
+                        along_psi = ddvdf[mu] * qval[lp, b] + dvdf[mu] * qder[lp, b]
+                        along_dpsi = dvdf[mu] * qval[lp, b]
                         for jj in range(n_psi):
-                            dacc[zj, mu, b, jj] += (
-                                ddvdf[mu] * qval[lp, b] * psij[lp, jj]
-                                + dvdf[mu] * qder[lp, b] * psij[lp, jj]
-                                + dvdf[mu] * qval[lp, b] * dpsij[lp, jj]
-                            )
+                            dacc[zj, mu, b, jj] += along_psi * psij[lp, jj] + along_dpsi * dpsij[lp, jj]
         own_dm[i] = dmi
         if need_grad:
             # radial coefficients [zi, zj, mu, b, ii, jj] (C order)
@@ -516,3 +545,147 @@ def evaluate_atoms(
     for c in range(n_chunks):
         grad += grads[c]
     return site_e, forces, virial, dedm, grad, grads
+
+
+# ---------------------------------------------------------------- the fitting loss, batched over configurations
+
+
+@nb.njit(**_JIT)
+def _config_sweep(
+    a0, a1, types, moments, offsets, nbr, vec, rc, sc, xi, basic, times, mapping, n_moments,
+    r_min, r_cut, scaling, mag_min, mag_max, need_grad, site_e, pair_dvec, pair_dm, own_dm, g,
+    tangent, dvec, dm, gt,
+):  # fmt: skip
+    """One configuration (atoms a0 <= i < a1) through :func:`site_block`: (energy, forces, virial, dE/dm), or
+    with ``tangent`` only ``gt`` (no forces: the sweep skips dV/dvec; nothing scattered)."""
+    site_block(
+        a0, a1, types, moments, offsets, nbr, vec, rc, sc, xi, basic, times, mapping, n_moments,
+        r_min, r_cut, scaling, mag_min, mag_max, need_grad, not tangent, site_e, pair_dvec, pair_dm, own_dm, g,
+        tangent, dvec, dm, gt,
+    )  # fmt: skip
+    if tangent:
+        return 0.0, np.zeros((0, 3)), np.zeros(6), np.zeros(0)
+    forces, virial, dedm = scatter(a0, a1, offsets, nbr, vec, pair_dvec, pair_dm, own_dm)
+    return site_e[a0:a1].sum(), forces, virial, dedm
+
+
+@nb.njit(parallel=True, **_JIT)
+def loss_batch(
+    n_chunks, atom_start, types, moments, offsets, nbr, vec,
+    rc, sc, xi, basic, times, mapping, n_moments, r_min, r_cut, scaling, mag_min, mag_max,
+    symmetric, need_grad, n_params,
+    e_ref, has, f_ref, w_ref, t_ref, weights,
+):  # fmt: skip
+    """The fitting loss of ``loss.py`` over K configurations (atoms ``atom_start[k]:atom_start[k + 1]``), in
+    ``n_chunks`` parallel chunks of configurations: per configuration the energy, forces, virial and dE/dm (the mean
+    over M and -M with ``symmetric``), the four loss terms, and with ``need_grad`` their exact parameter gradient
+    (the energy term from dE/dtheta, the others from one tangent sweep along the weighted residuals).
+
+    Returns ``(terms (K, 4), grad (n_params,), energies (K,) eV, forces (N, 3) eV/A, virials (K, 6) eV,
+    magnetic forces (N,) eV/mu_B)``; ``terms`` and ``grad`` are sums, not yet divided by K.
+    """
+    k_cfg = atom_start.shape[0] - 1
+    n = types.shape[0]
+    n_pairs = nbr.shape[0]
+    terms = np.zeros((k_cfg, 4))
+    e_pred = np.zeros(k_cfg)
+    f_pred = np.zeros((n, 3))
+    w_pred = np.zeros((k_cfg, 6))
+    t_pred = np.zeros(n)
+    grads = np.zeros((n_chunks, n_params if need_grad else 0))
+    site_e = np.zeros(n)
+    pair_dvec = np.zeros((n_pairs, 3))
+    pair_dm = np.zeros(n_pairs)
+    own_dm = np.zeros(n)
+    dvec = np.zeros((n_pairs if need_grad else 0, 3))
+    dm = np.zeros(n if need_grad else 0)
+    neg = -moments
+    n_runs = 2 if symmetric else 1
+    chunk = (k_cfg + n_chunks - 1) // n_chunks
+    we, wf, ws, wt = weights[0], weights[1], weights[2], weights[3]
+    for c in nb.prange(n_chunks):
+        gsum = np.zeros(n_params if need_grad else 0)
+        g = np.zeros(n_params if need_grad else 0)
+        gt = np.zeros(n_params if need_grad else 0)
+        for k in range(c * chunk, min(k_cfg, (c + 1) * chunk)):
+            a0 = atom_start[k]
+            a1 = atom_start[k + 1]
+            na = a1 - a0
+            g[:] = 0.0
+            energy = 0.0
+            forces = np.zeros((na, 3))
+            virial = np.zeros(6)
+            dedm = np.zeros(na)
+            for run in range(n_runs):
+                mm = moments if run == 0 else neg
+                e1, f1, v1, d1 = _config_sweep(
+                    a0, a1, types, mm, offsets, nbr, vec, rc, sc, xi, basic, times, mapping, n_moments,
+                    r_min, r_cut, scaling, mag_min, mag_max, need_grad, site_e, pair_dvec, pair_dm, own_dm, g,
+                    False, dvec, dm, gt,
+                )  # fmt: skip
+                sign = 1.0 if run == 0 else -1.0
+                energy += e1 / n_runs
+                forces += f1 / n_runs
+                virial += v1 / n_runs
+                dedm += sign * d1 / n_runs
+            if need_grad:
+                g /= n_runs
+            # residuals and loss terms
+            de = energy - e_ref[k] if has[k, 0] else 0.0
+            e_pred[k] = energy
+            w_pred[k] = virial
+            terms[k, 0] = we * de * de
+            dw = np.zeros((3, 3))
+            if has[k, 2]:
+                for v in range(6):
+                    a = (0, 1, 2, 1, 0, 0)[v]
+                    b = (0, 1, 2, 2, 2, 1)[v]
+                    dw[a, b] = virial[v] - w_ref[k, v]
+                    dw[b, a] = dw[a, b]
+                terms[k, 2] = ws * np.sum(dw * dw)
+            for i in range(na):
+                f_pred[a0 + i] = forces[i]
+                t_pred[a0 + i] = -dedm[i]
+                if has[k, 1]:
+                    for x in range(3):
+                        d = forces[i, x] - f_ref[a0 + i, x]
+                        terms[k, 1] += wf * d * d
+                if has[k, 3]:
+                    d = -dedm[i] - t_ref[a0 + i]
+                    terms[k, 3] += wt * d * d
+            if not need_grad:
+                continue
+            for x in range(n_params):
+                gsum[x] += 2.0 * we * de * g[x]
+            if not (has[k, 1] or has[k, 2] or has[k, 3]):
+                continue
+            # tangent: positions + t w_f dF, strain t w_s dW, moments + t w_t dT
+            for i in range(a0, a1):
+                dm[i] = wt * (-dedm[i - a0] - t_ref[i]) if has[k, 3] else 0.0
+                for p in range(offsets[i], offsets[i + 1]):
+                    j = nbr[p]
+                    for x in range(3):
+                        d = 0.0
+                        if has[k, 1]:
+                            d += wf * ((forces[j - a0, x] - f_ref[j, x]) - (forces[i - a0, x] - f_ref[i, x]))
+                        if has[k, 2]:
+                            d += ws * (dw[x, 0] * vec[p, 0] + dw[x, 1] * vec[p, 1] + dw[x, 2] * vec[p, 2])
+                        dvec[p, x] = d
+            gt[:] = 0.0
+            for run in range(n_runs):
+                if run == 1:
+                    for i in range(a0, a1):
+                        dm[i] = -dm[i]
+                mm = moments if run == 0 else neg
+                _config_sweep(
+                    a0, a1, types, mm, offsets, nbr, vec, rc, sc, xi, basic, times, mapping, n_moments,
+                    r_min, r_cut, scaling, mag_min, mag_max, True, site_e, pair_dvec, pair_dm, own_dm, g,
+                    True, dvec, dm, gt,
+                )  # fmt: skip
+            for x in range(n_params):
+                gsum[x] -= 2.0 * gt[x] / n_runs
+        grads[c] = gsum
+    grad = np.zeros(n_params if need_grad else 0)
+    for c in range(n_chunks):
+        grad += grads[c]
+    return terms, grad, e_pred, f_pred, w_pred, t_pred

@@ -23,7 +23,7 @@ import numpy as np
 
 from .configuration import Configuration
 from .evaluate import prepare
-from .kernels import _JIT, scatter, site_block
+from .kernels import loss_batch
 from .potential import Potential
 
 __all__ = ['Weights', 'TrainingData', 'loss_and_gradient', 'predict']
@@ -86,143 +86,11 @@ class TrainingData:
         return len(self.configs)
 
 
-@nb.njit(**_JIT)
-def _evaluate_config(
-    a0, a1, types, moments, offsets, nbr, vec, rc, sc, xi, basic, times, mapping, n_moments,
-    r_min, r_cut, scaling, mag_min, mag_max, need_grad, site_e, pair_dvec, pair_dm, own_dm, g,
-    tangent, dvec, dm, gt,
-):  # fmt: skip
-    # a tangent sweep is run for gt alone: no forces (the sweep skips dV/dvec), nothing scattered
-    site_block(
-        a0, a1, types, moments, offsets, nbr, vec, rc, sc, xi, basic, times, mapping, n_moments,
-        r_min, r_cut, scaling, mag_min, mag_max, need_grad, not tangent, site_e, pair_dvec, pair_dm, own_dm, g,
-        tangent, dvec, dm, gt,
-    )  # fmt: skip
-    if tangent:
-        return 0.0, np.zeros((0, 3)), np.zeros(6), np.zeros(0)
-    forces, virial, dedm = scatter(a0, a1, offsets, nbr, vec, pair_dvec, pair_dm, own_dm)
-    return site_e[a0:a1].sum(), forces, virial, dedm
-
-
-@nb.njit(parallel=True, **_JIT)
-def _loss_batch(
-    n_chunks, atom_start, types, moments, offsets, nbr, vec,
-    rc, sc, xi, basic, times, mapping, n_moments, r_min, r_cut, scaling, mag_min, mag_max,
-    symmetric, need_grad, n_params,
-    e_ref, has, f_ref, w_ref, t_ref, weights,
-):  # fmt: skip
-    k_cfg = atom_start.shape[0] - 1
-    n = types.shape[0]
-    n_pairs = nbr.shape[0]
-    terms = np.zeros((k_cfg, 4))
-    e_pred = np.zeros(k_cfg)
-    f_pred = np.zeros((n, 3))
-    w_pred = np.zeros((k_cfg, 6))
-    t_pred = np.zeros(n)
-    grads = np.zeros((n_chunks, n_params if need_grad else 0))
-    site_e = np.zeros(n)
-    pair_dvec = np.zeros((n_pairs, 3))
-    pair_dm = np.zeros(n_pairs)
-    own_dm = np.zeros(n)
-    dvec = np.zeros((n_pairs if need_grad else 0, 3))
-    dm = np.zeros(n if need_grad else 0)
-    neg = -moments
-    n_runs = 2 if symmetric else 1
-    chunk = (k_cfg + n_chunks - 1) // n_chunks
-    we, wf, ws, wt = weights[0], weights[1], weights[2], weights[3]
-    for c in nb.prange(n_chunks):
-        gsum = np.zeros(n_params if need_grad else 0)
-        g = np.zeros(n_params if need_grad else 0)
-        gt = np.zeros(n_params if need_grad else 0)
-        for k in range(c * chunk, min(k_cfg, (c + 1) * chunk)):
-            a0 = atom_start[k]
-            a1 = atom_start[k + 1]
-            na = a1 - a0
-            g[:] = 0.0
-            energy = 0.0
-            forces = np.zeros((na, 3))
-            virial = np.zeros(6)
-            dedm = np.zeros(na)
-            for run in range(n_runs):
-                mm = moments if run == 0 else neg
-                e1, f1, v1, d1 = _evaluate_config(
-                    a0, a1, types, mm, offsets, nbr, vec, rc, sc, xi, basic, times, mapping, n_moments,
-                    r_min, r_cut, scaling, mag_min, mag_max, need_grad, site_e, pair_dvec, pair_dm, own_dm, g,
-                    False, dvec, dm, gt,
-                )  # fmt: skip
-                sign = 1.0 if run == 0 else -1.0
-                energy += e1 / n_runs
-                forces += f1 / n_runs
-                virial += v1 / n_runs
-                dedm += sign * d1 / n_runs
-            if need_grad:
-                g /= n_runs
-            # residuals and loss terms
-            de = energy - e_ref[k] if has[k, 0] else 0.0
-            e_pred[k] = energy
-            w_pred[k] = virial
-            terms[k, 0] = we * de * de
-            dw = np.zeros((3, 3))
-            if has[k, 2]:
-                for v in range(6):
-                    a = (0, 1, 2, 1, 0, 0)[v]
-                    b = (0, 1, 2, 2, 2, 1)[v]
-                    dw[a, b] = virial[v] - w_ref[k, v]
-                    dw[b, a] = dw[a, b]
-                terms[k, 2] = ws * np.sum(dw * dw)
-            for i in range(na):
-                f_pred[a0 + i] = forces[i]
-                t_pred[a0 + i] = -dedm[i]
-                if has[k, 1]:
-                    for x in range(3):
-                        d = forces[i, x] - f_ref[a0 + i, x]
-                        terms[k, 1] += wf * d * d
-                if has[k, 3]:
-                    d = -dedm[i] - t_ref[a0 + i]
-                    terms[k, 3] += wt * d * d
-            if not need_grad:
-                continue
-            for x in range(n_params):
-                gsum[x] += 2.0 * we * de * g[x]
-            if not (has[k, 1] or has[k, 2] or has[k, 3]):
-                continue
-            # tangent: positions + t w_f dF, strain t w_s dW, moments + t w_t dT
-            for i in range(a0, a1):
-                dm[i] = wt * (-dedm[i - a0] - t_ref[i]) if has[k, 3] else 0.0
-                for p in range(offsets[i], offsets[i + 1]):
-                    j = nbr[p]
-                    for x in range(3):
-                        d = 0.0
-                        if has[k, 1]:
-                            d += wf * ((forces[j - a0, x] - f_ref[j, x]) - (forces[i - a0, x] - f_ref[i, x]))
-                        if has[k, 2]:
-                            d += ws * (dw[x, 0] * vec[p, 0] + dw[x, 1] * vec[p, 1] + dw[x, 2] * vec[p, 2])
-                        dvec[p, x] = d
-            gt[:] = 0.0
-            for run in range(n_runs):
-                if run == 1:
-                    for i in range(a0, a1):
-                        dm[i] = -dm[i]
-                mm = moments if run == 0 else neg
-                _evaluate_config(
-                    a0, a1, types, mm, offsets, nbr, vec, rc, sc, xi, basic, times, mapping, n_moments,
-                    r_min, r_cut, scaling, mag_min, mag_max, True, site_e, pair_dvec, pair_dm, own_dm, g,
-                    True, dvec, dm, gt,
-                )  # fmt: skip
-            for x in range(n_params):
-                gsum[x] -= 2.0 * gt[x] / n_runs
-        grads[c] = gsum
-    grad = np.zeros(n_params if need_grad else 0)
-    for c in range(n_chunks):
-        grad += grads[c]
-    return terms, grad, e_pred, f_pred, w_pred, t_pred
-
-
 def _run(pot: Potential, data: TrainingData, weights: Weights, need_grad: bool, n_threads: int | None):
     n_chunks = max(1, min(n_threads or nb.get_num_threads(), nb.get_num_threads(), len(data)))
     w = np.array([weights.energy, weights.forces, weights.stress, weights.mag_forces], dtype=float)
     symmetric = bool(pot.symmetric and pot.is_magnetic)
-    return _loss_batch(
+    return loss_batch(
         n_chunks, data.atom_start, data.types, data.moments, data.offsets, data.nbr, data.vec,
         pot.radial_coeffs, pot.species_coeffs, pot.moment_coeffs, pot.tables.basic, pot.tables.times,
         pot.tables.mapping, pot.tables.n_moments, pot.r_min, pot.r_cut, pot.scaling, pot.mag_min, pot.mag_max,
