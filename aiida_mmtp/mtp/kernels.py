@@ -196,7 +196,7 @@ def site_block(
     u_p = np.zeros((max_nb, 4))  # each pair's unit vector and 1/r
     mom_s = np.zeros(n_basic)  # the basic moments, in the order of by_mu
     adj_s = np.zeros(n_basic)  # dV/d(basic moment), in the order of by_mu
-    wk = np.zeros(n_mono)
+    wk = np.zeros(n_mono)  # W_k of the reverse pass: the weight of monomial k in dV/du
     dvdf = np.zeros(n_mu)
     nt = max_nb if tangent else 0
     dmom = np.zeros(n_moments if tangent else 0)
