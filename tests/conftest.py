@@ -96,19 +96,27 @@ def fitted_reference_potential(magnetic: bool = True) -> Potential:
 
 
 @functools.cache
+def fm_reference_cells(n: int) -> list:
+    """``n`` rattled 8-atom FM cells (a = 4.05-4.25 A, Cr 1.8-2.6 mu_B up, N within +-0.2 mu_B) labelled by the
+    analytic reference (seeded: the first cells are the same for every ``n``)."""
+    from aiida_mmtp.mtp.reference import MagneticPairPotential
+
+    ref, rng = MagneticPairPotential(), np.random.default_rng(0)
+    configs = []
+    for _ in range(n):
+        cfg = rattle(rocksalt(rng.uniform(4.05, 4.25)), 0.05, rng)
+        cfg.moments = np.where(cfg.types == 0, rng.uniform(1.8, 2.6, 8), rng.uniform(-0.2, 0.2, 8))
+        configs.append(ref.label(cfg))
+    return configs
+
+
 def fm_fitted_potential():
     """A level-6 magnetic MTP (symmetric) fitted to 16 rattled 8-atom FM cells of the analytic reference (a = 4.05-4.25
     A, Cr 1.8-2.6 mu_B up, N within +-0.2 mu_B), and those labelled cells: a potential that never saw a flipped
     moment."""
     from aiida_mmtp.mtp.fit import fit
-    from aiida_mmtp.mtp.reference import MagneticPairPotential
 
-    ref, rng = MagneticPairPotential(), np.random.default_rng(0)
-    configs = []
-    for _ in range(16):
-        cfg = rattle(rocksalt(rng.uniform(4.05, 4.25)), 0.05, rng)
-        cfg.moments = np.where(cfg.types == 0, rng.uniform(1.8, 2.6, 8), rng.uniform(-0.2, 0.2, 8))
-        configs.append(ref.label(cfg))
+    configs = fm_reference_cells(16)
     pot = Potential.from_level(6, ['Cr', 'N'], n_phi=3, n_psi=2, m_max=[3.2, 0.6], symmetric=True)
     fit(pot, configs, max_iter=200)
     return pot, configs
@@ -132,6 +140,7 @@ __all__ = [
     'crn_cells',
     'fitted_reference_potential',
     'fm_fitted_potential',
+    'fm_reference_cells',
     'magnetic_crn',
     'random_potential',
     'reference_set',

@@ -108,7 +108,7 @@ def test_relaxation_with_active_learning_converges_on_a_small_cell():
         _, chosen = als.select(b_rows(pot, grader.preselected), max_new=6)
         selected.append(len(chosen))
         train += [ref.label(grader.preselected[k]) for k in chosen]
-        fit(pot, train, max_iter=150)
+        fit(pot, train, max_iter=400)  # 150 left the moments collapsing on some machines (docs/engine.md)
     assert selected and selected[0] > 0, selected
     assert not grader.preselected, f'still preselecting after {len(selected)} rounds: {selected}'
     assert all(report.stop_reason == 'finished' for _, report in runs), runs
