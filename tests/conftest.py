@@ -95,7 +95,6 @@ def fitted_reference_potential(magnetic: bool = True) -> Potential:
     return pot
 
 
-@functools.cache
 def fm_reference_cells(n: int) -> list:
     """``n`` rattled 8-atom FM cells (a = 4.05-4.25 A, Cr 1.8-2.6 mu_B up, N within +-0.2 mu_B) labelled by the
     analytic reference (seeded: the first cells are the same for every ``n``)."""
@@ -110,6 +109,7 @@ def fm_reference_cells(n: int) -> list:
     return configs
 
 
+@functools.cache
 def fm_fitted_potential():
     """A level-6 magnetic MTP (symmetric) fitted to 16 rattled 8-atom FM cells of the analytic reference (a = 4.05-4.25
     A, Cr 1.8-2.6 mu_B up, N within +-0.2 mu_B), and those labelled cells: a potential that never saw a flipped

@@ -94,10 +94,11 @@ def monomial_tables(basic):
     parent = np.zeros(n_mono, dtype=np.int64)
     axis = np.zeros(n_mono, dtype=np.int64)
     for k in range(1, n_mono):
-        for d in range(2, -1, -1):
+        for d in range(3):  # the first axis with a nonzero power
             if power[k, d] > 0:
                 parent[k] = lower[k, d]
                 axis[k] = d
+                break
     return powers, of_basic, lower, power, parent, axis
 
 
