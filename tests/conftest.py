@@ -109,17 +109,23 @@ def fm_reference_cells(n: int) -> list:
     return configs
 
 
+POTENTIALS = Path(__file__).resolve().parent / 'data' / 'potentials'
+
+
+def stored_potential(name: str) -> Potential:
+    """A fitted potential kept in ``tests/data/potentials`` (written by its ``make.py``): tests that grade, select
+    or run spin moves need a potential, and a fit run here would end where this machine's round-off sends it."""
+    from aiida_mmtp.mtp.mtp_io import read_mtp
+
+    return read_mtp(POTENTIALS / name)
+
+
 @functools.cache
 def fm_fitted_potential():
     """A level-6 magnetic MTP (symmetric) fitted to 16 rattled 8-atom FM cells of the analytic reference (a = 4.05-4.25
-    A, Cr 1.8-2.6 mu_B up, N within +-0.2 mu_B), and those labelled cells: a potential that never saw a flipped
-    moment."""
-    from aiida_mmtp.mtp.fit import fit
-
-    configs = fm_reference_cells(16)
-    pot = Potential.from_level(6, ['Cr', 'N'], n_phi=3, n_psi=2, m_max=[3.2, 0.6], symmetric=True)
-    fit(pot, configs, max_iter=200)
-    return pot, configs
+    A, Cr 1.8-2.6 mu_B up, N within +-0.2 mu_B; 200 iterations, ``tests/data/potentials/fm_cells16.mtp``), and
+    those labelled cells: a potential that never saw a flipped moment."""
+    return stored_potential('fm_cells16.mtp'), fm_reference_cells(16)
 
 
 @pytest.fixture

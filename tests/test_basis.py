@@ -68,28 +68,51 @@ def test_level_out_of_range():
 
 
 @pytest.mark.parametrize('level', [2, 6, 16, 22])
-def test_monomial_tables_build_every_monomial_from_its_parent(level):
-    """The sweep's tables: monomial k is its parent's times u[axis] (parents first), each basic moment points at
-    the monomial of its powers, and lower/power give the derivative of each monomial; checked on the values at a
-    random unit vector against u_x^a u_y^b u_z^c."""
-    from aiida_mmtp.mtp.kernels import monomial_tables, mu_segments
+def test_sweep_tables_build_every_monomial_and_its_slope(level):
+    """The sweep's tables, checked on a random unit vector against u_x^a u_y^b u_z^c: monomial k is its parent's
+    times u[axis] (parents first, monomials by degree), each basic moment points at the monomial of its powers,
+    the build runs give every monomial, their reverse gives sum_k W_k d(monomial k)/du and their forward mode the
+    change along du (against central differences), and the moment runs cover every basic moment once, with its
+    monomial and radial function."""
+    from aiida_mmtp.mtp.kernels import monomial_tables, sweep_runs
 
     basic = basis_for_level(level).basic
-    powers, of_basic, lower, power, parent, axis = monomial_tables(basic)
+    powers, of_basic, parent, axis = monomial_tables(basic)
     np.testing.assert_array_equal(powers[of_basic], basic[:, 1:])
     assert np.all(parent[1:] < np.arange(1, len(parent)))
+    assert np.all(np.diff(powers.sum(axis=1)) >= 0)
     u = np.array([0.48, -0.6, 0.64])
     exact = np.prod(u**powers, axis=1)
-    mono = np.ones(len(powers))
-    for k in range(1, len(powers)):
-        mono[k] = mono[parent[k]] * u[axis[k]]
+    by_mu, build, moments = sweep_runs(basic, of_basic, parent, axis)
+    mono = np.full(len(powers), np.nan)
+    mono[0] = 1.0
+    for k0, q0, n, ax in build.astype(int):
+        assert np.all(parent[k0 : k0 + n] == np.arange(q0, q0 + n)) and np.all(axis[k0 : k0 + n] == ax)
+        mono[k0 : k0 + n] = mono[q0 : q0 + n] * u[ax]
     np.testing.assert_allclose(mono, exact, rtol=1e-14)
+    # reverse (forces) and forward (tangent) modes through the runs, against central differences
+    w = np.random.default_rng(level).normal(size=len(powers))
+    wk, g = w.copy(), np.zeros(3)
+    for k0, q0, n, ax in build.astype(int)[::-1]:
+        g[ax] += wk[k0 : k0 + n] @ mono[q0 : q0 + n]
+        wk[q0 : q0 + n] += wk[k0 : k0 + n] * u[ax]
+    du = np.array([0.3, -0.2, 0.5])
+    tmono = np.zeros(len(powers))
+    for k0, q0, n, ax in build.astype(int):
+        tmono[k0 : k0 + n] = tmono[q0 : q0 + n] * u[ax] + mono[q0 : q0 + n] * du[ax]
     for d in range(3):
         step = np.zeros(3)
         step[d] = 1e-6
         numeric = (np.prod((u + step) ** powers, axis=1) - np.prod((u - step) ** powers, axis=1)) / 2e-6
-        np.testing.assert_allclose(power[:, d] * exact[lower[:, d]], numeric, atol=1e-8)
-    by_mu, start = mu_segments(basic, basis_for_level(level).radial_funcs_count)
+        assert g[d] == pytest.approx(w @ numeric, rel=1e-8)
+    numeric = (np.prod((u + 1e-6 * du) ** powers, axis=1) - np.prod((u - 1e-6 * du) ** powers, axis=1)) / 2e-6
+    np.testing.assert_allclose(tmono, numeric, atol=1e-8)
     assert sorted(by_mu) == list(range(len(basic)))
-    for mu in range(len(start) - 1):
-        assert np.all(basic[by_mu[start[mu] : start[mu + 1]], 0] == mu)
+    seen = np.zeros(len(basic), dtype=int)
+    for s0, k0, n, mu in moments.astype(int):
+        np.testing.assert_array_equal(of_basic[by_mu[s0 : s0 + n]], np.arange(k0, k0 + n))
+        assert np.all(basic[by_mu[s0 : s0 + n], 0] == mu)
+        seen[s0 : s0 + n] += 1
+    assert np.all(seen == 1)
+    if level == 16:  # three build runs per degree, one moment run per radial function
+        assert (len(build), len(moments)) == (18, 4)

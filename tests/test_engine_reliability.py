@@ -7,6 +7,7 @@ Regression tests of the findings in issue 12 (item 5), each built from its repro
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 
@@ -63,6 +64,26 @@ def test_calc_efs_never_truncates_its_output(files):
     assert mmtp('calc-efs', files / 'pot.mtp', same, same).returncode == 0
     assert [c.energy for c in read_cfg(same)] == [c.energy for c in read_cfg(out)]
     assert not list(files.glob('.*.part'))  # no temporary file left behind
+
+
+def test_atomic_outputs_get_the_permissions_of_a_plain_write(tmp_path):
+    """Written through a temporary file (created 0o600), an output still ends with the mode a plain write gives:
+    0o666 less the umask for a new file, the replaced file's own mode otherwise."""
+    from aiida_mmtp.mtp.atomic import write_text_atomic
+
+    mask = os.umask(0o027)
+    try:
+        plain = tmp_path / 'plain.txt'
+        plain.write_text('x')
+        write_text_atomic(tmp_path / 'new.txt', 'x')
+    finally:
+        os.umask(mask)
+    # the module read the umask at import (0o022 in CI), not the 0o027 of this block
+    assert stat.S_IMODE((tmp_path / 'new.txt').stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o640
+    plain.chmod(0o604)
+    write_text_atomic(plain, 'y')
+    assert plain.read_text() == 'y' and stat.S_IMODE(plain.stat().st_mode) == 0o604
 
 
 def test_non_finite_labels_and_coefficients_are_refused(files):

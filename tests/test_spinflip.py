@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 from ase import units
-from conftest import fm_fitted_potential, fm_reference_cells
+from conftest import fm_fitted_potential, fm_reference_cells, stored_potential
 from scipy import stats
 
 from aiida_mmtp.mtp.evaluate import evaluate
@@ -107,20 +107,13 @@ def test_dlm_md_redraws_every_balanced_pattern_uniformly():
 
 def fm_only_potential():
     """A level-6 symmetric potential fitted (400 iterations) to 32 rattled 8-atom FM cells of the analytic reference
-    (as :func:`conftest.fm_fitted_potential`, twice the cells), and those cells.
+    (as :func:`conftest.fm_fitted_potential`, twice the cells; ``tests/data/potentials/fm_cells32_seed1.mtp``), and
+    those cells. Its FM moment is 2.3 mu_B, and its trial with one Cr flipped keeps the flipped moment.
 
-    Which basin such a fit ends in depends on round-off: on a machine where the 16-cell fit of 200 iterations ended
-    with its FM moment at the 3.2 mu_B bound, and its flipped trial with every moment collapsed to 0 (graded 2.7,
-    no extrapolation), this one keeps the FM moment at 2.35 mu_B and the flipped Cr at its bound (graded far above
-    gamma_up). Over radial seeds 0, 1, 2 on that machine, the FM moment was 2.30-2.35 each time, but only seed 1 kept
-    the flipped moment (the others collapsed it to 0): the test keeps seed 1 (docs/engine.md)."""
-    from aiida_mmtp.mtp.fit import fit
-    from aiida_mmtp.mtp.potential import Potential
-
-    configs = fm_reference_cells(32)
-    pot = Potential.from_level(6, ['Cr', 'N'], n_phi=3, n_psi=2, m_max=[3.2, 0.6], symmetric=True, seed=1)
-    fit(pot, configs, max_iter=400)
-    return pot, configs
+    Fits like it end where round-off sends them: on one machine the 16-cell fit put the FM moment at its 3.2 mu_B
+    bound and collapsed every moment of the flipped trial to 0 (graded 2.7, no extrapolation); over radial seeds
+    0-2 of this recipe only seed 1 kept the flipped moment there. Hence a stored fit (docs/engine.md)."""
+    return stored_potential('fm_cells32_seed1.mtp'), fm_reference_cells(32)
 
 
 def test_a_flipped_trial_state_is_graded_and_stops_the_run():

@@ -9,11 +9,19 @@ central atom and each neighbour (magnetic forces), and dV_i/dtheta.
 
 Per pair, the angular monomials u_x^a u_y^b u_z^c are formed once in the
 forward pass, each from one of lower degree (:func:`monomial_tables`), kept for
-the reverse pass and shared by the basic moments of the same rank; sums over
-the basic moments of one radial function run in registers, over arrays kept in
-that order (:func:`mu_segments`). The reverse pass forms dV/du as one weighted
-sum over the monomials' derivatives (the weight of a monomial: its basic
-moments' dV/d(moment) times their radial functions), not per basic moment.
+the reverse pass and shared by the basic moments of the same rank. Every loop
+over monomials runs over contiguous runs (:func:`sweep_runs`): the monomials of
+one degree as u_x, u_y or u_z times a range of those of the degree below, and
+the basic moments of one radial function as f_mu times a range of monomials.
+Such a loop reads and writes contiguous ranges, so it compiles to vector
+instructions; the same loops through index tables (gathers) ran one element at
+a time, each add waiting for the one before. The reverse pass forms dV/du
+backwards through the same runs (children before parents), and the tangent
+sweep forwards.
+
+Sums are compiled with ``fastmath={'reassoc', 'contract'}``: a sum over a run may
+be split into vector lanes and use fused multiply-adds. That moves results at
+round-off (1e-15 relative), and assumes nothing about NaN or infinities.
 
 Pair arrays are written per pair and scattered serially afterwards, so the
 atom loop is free of races and runs in parallel (``prange`` over chunks).
@@ -30,7 +38,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_JIT = {'cache': True, 'nogil': True, 'error_model': 'numpy'}
+# reassoc: sums over a run split into vector lanes; contract: fused multiply-adds (module docstring)
+_JIT = {'cache': True, 'nogil': True, 'error_model': 'numpy', 'fastmath': {'reassoc', 'contract'}}
 
 
 @nb.njit(inline='always', **_JIT)
@@ -48,15 +57,15 @@ def _chebyshev(x, n, out, dout):
 
 @nb.njit(**_JIT)
 def monomial_tables(basic):
-    """The angular monomials u_x^a u_y^b u_z^c of degree a + b + c <= the largest of ``basic`` (K of them).
+    """The angular monomials u_x^a u_y^b u_z^c of degree a + b + c <= the largest of ``basic`` (K of them), in
+    order of degree and, within one degree, of a then b descending.
 
     Returns ``powers`` (K, 3) (a, b, c of each), ``of_basic`` (n_basic,) (the monomial of each basic moment,
-    ``basic[q, 1:]``), and for the derivative along u_x, u_y, u_z: ``lower`` (K, 3), the monomial of one power less
-    along that axis (0 where the power is 0), and ``power`` (K, 3), the power (float; 0 gives no term); for the
-    monomials themselves, ``parent`` (K,) and ``axis`` (K,): monomial k is monomial ``parent[k]`` times u[axis[k]]
-    (monomial 0 is 1; a parent comes before its children). Basic moments that share a monomial (the same tensor
-    rank, other radial functions mu) then share its value and its derivative: the sweep works per monomial, not
-    per basic moment.
+    ``basic[q, 1:]``), ``parent`` (K,) and ``axis`` (K,): monomial k is monomial ``parent[k]`` times u[axis[k]],
+    along the first axis with a nonzero power (monomial 0 is 1; parents are of one degree less). Basic moments
+    that share a monomial (the same tensor rank, other radial functions mu) then share its value and its
+    derivative: the sweep works per monomial, not per basic moment. In this order the monomials of degree n with
+    a > 0 are, in order, u_x times all those of degree n - 1, so parents and children form long contiguous runs.
     """
     n_basic = basic.shape[0]
     max_pow = 0
@@ -64,14 +73,14 @@ def monomial_tables(basic):
         max_pow = max(max_pow, basic[q, 1] + basic[q, 2] + basic[q, 3])
     lookup = np.full((max_pow + 1, max_pow + 1, max_pow + 1), -1, dtype=np.int64)
     n_mono = 0
-    for a in range(max_pow + 1):
-        for b in range(max_pow + 1 - a):
-            for c in range(max_pow + 1 - a - b):
-                lookup[a, b, c] = n_mono
+    for n in range(max_pow + 1):
+        for a in range(n, -1, -1):
+            for b in range(n - a, -1, -1):
+                lookup[a, b, n - a - b] = n_mono
                 n_mono += 1
     powers = np.zeros((n_mono, 3), dtype=np.int64)
-    lower = np.zeros((n_mono, 3), dtype=np.int64)
-    power = np.zeros((n_mono, 3))
+    parent = np.zeros(n_mono, dtype=np.int64)
+    axis = np.zeros(n_mono, dtype=np.int64)
     for a in range(max_pow + 1):
         for b in range(max_pow + 1 - a):
             for c in range(max_pow + 1 - a - b):
@@ -80,61 +89,104 @@ def monomial_tables(basic):
                 powers[k, 1] = b
                 powers[k, 2] = c
                 if a > 0:
-                    lower[k, 0] = lookup[a - 1, b, c]
-                    power[k, 0] = a
-                if b > 0:
-                    lower[k, 1] = lookup[a, b - 1, c]
-                    power[k, 1] = b
-                if c > 0:
-                    lower[k, 2] = lookup[a, b, c - 1]
-                    power[k, 2] = c
+                    parent[k] = lookup[a - 1, b, c]
+                elif b > 0:
+                    parent[k] = lookup[a, b - 1, c]
+                    axis[k] = 1
+                elif c > 0:
+                    parent[k] = lookup[a, b, c - 1]
+                    axis[k] = 2
     of_basic = np.zeros(n_basic, dtype=np.int64)
     for q in range(n_basic):
         of_basic[q] = lookup[basic[q, 1], basic[q, 2], basic[q, 3]]
-    parent = np.zeros(n_mono, dtype=np.int64)
-    axis = np.zeros(n_mono, dtype=np.int64)
-    for k in range(1, n_mono):
-        for d in range(3):  # the first axis with a nonzero power
-            if power[k, d] > 0:
-                parent[k] = lower[k, d]
-                axis[k] = d
-                break
-    return powers, of_basic, lower, power, parent, axis
+    return powers, of_basic, parent, axis
 
 
 @nb.njit(**_JIT)
-def mu_segments(basic, n_mu):
-    """The basic moments grouped by radial function: ``by_mu`` (n_basic,) lists them in order of mu, and those of
-    mu are ``by_mu[start[mu]:start[mu + 1]]``. The sweep sums each group into registers: summing into dV/df_mu in
-    memory, one basic moment after another of the same mu, made every step wait for the one before."""
-    n_basic = basic.shape[0]
-    by_mu = np.argsort(basic[:, 0], kind='mergesort')
-    start = np.zeros(n_mu + 1, dtype=np.int64)
-    for q in range(n_basic):
-        start[basic[q, 0] + 1] += 1
-    for mu in range(n_mu):
-        start[mu + 1] += start[mu]
-    return by_mu, start
+def contiguous_runs(index, key):
+    """The positions i with ``index[i] >= 0`` as runs over which the index climbs by one with i, at one ``key``:
+    rows ``(i0, index[i0], length, key)`` (R, 4). A loop over one run reads and writes two contiguous ranges,
+    which the compiler turns into vector instructions; through a table's gathers it cannot."""
+    n = index.shape[0]
+    runs = np.zeros((n, 4), dtype=np.int64)
+    r = -1
+    for i in range(n):
+        if index[i] < 0:
+            continue
+        if r >= 0:
+            ln = runs[r, 2]
+            if i == runs[r, 0] + ln and index[i] == runs[r, 1] + ln and key[i] == runs[r, 3]:
+                runs[r, 2] = ln + 1
+                continue
+        r += 1
+        runs[r, 0] = i
+        runs[r, 1] = index[i]
+        runs[r, 2] = 1
+        runs[r, 3] = key[i]
+    return runs[: r + 1].copy()
+
+
+@nb.njit(**_JIT)
+def sweep_runs(basic, of_basic, parent, axis):
+    """The sweep's loops over monomials as :func:`contiguous_runs`, unsigned (an index k0 + t then needs no
+    wrap-around of negative values, and the loops vectorise).
+
+    Returns ``by_mu`` (n_basic,), the basic moments in order of radial function mu and, within one, of monomial;
+    ``build`` (k0, parent0, length, axis): monomials k0 + t are monomials parent0 + t times u[axis]; ``moments``
+    (s0, k0, length, mu): basic moments s0 + t (in ``by_mu`` order) are f_mu times monomials k0 + t.
+    For level 16: 18 build runs (three per degree) and 4 moment runs (one per mu) over 130 basic moments.
+    """
+    by_mu = np.argsort(basic[:, 0] * (of_basic.max() + 1) + of_basic, kind='mergesort')
+    index = parent.copy()
+    index[0] = -1  # monomial 0 is 1
+    build = contiguous_runs(index, axis)
+    moments = contiguous_runs(of_basic[by_mu], basic[by_mu, 0])
+    return by_mu, build.astype(np.uint64), moments.astype(np.uint64)
 
 
 @nb.njit(inline='always', **_JIT)
-def _monomials(u, parent, axis, mono):
-    """Every monomial ``mono[k]`` at the unit vector ``u`` (3,): monomial k is its ``parent``'s times u[axis]."""
+def _monomials(u, build, mono):
+    """Every monomial ``mono[k]`` at the unit vector ``u`` (3,), run by run of ``build`` (:func:`sweep_runs`)."""
     mono[0] = 1.0
-    for k in range(1, mono.shape[0]):
-        mono[k] = mono[parent[k]] * u[axis[k]]
+    for r in range(build.shape[0]):
+        k0 = build[r, 0]
+        q0 = build[r, 1]
+        ua = u[build[r, 3]]
+        for t in range(build[r, 2]):
+            mono[k0 + t] = mono[q0 + t] * ua
 
 
 @nb.njit(inline='always', **_JIT)
-def _monomial_tangents(mono, lower, power, du, tmono):
-    """``tmono[k]``: the change of monomial k along the change ``du`` (3,) of the unit vector u, with
-    d(monomial k)/du_d = power[k, d] * (the monomial of one power less along d, ``lower[k, d]``)."""
-    for k in range(mono.shape[0]):
-        tmono[k] = (
-            power[k, 0] * mono[lower[k, 0]] * du[0]
-            + power[k, 1] * mono[lower[k, 1]] * du[1]
-            + power[k, 2] * mono[lower[k, 2]] * du[2]
-        )
+def _monomial_tangents(mono, u, build, du, tmono):
+    """``tmono[k]``: the change of monomial k along the change ``du`` (3,) of the unit vector ``u`` (3,), forward
+    through ``build``: d(parent u_a) = d(parent) u_a + parent du_a."""
+    tmono[0] = 0.0
+    for r in range(build.shape[0]):
+        k0 = build[r, 0]
+        q0 = build[r, 1]
+        ua = u[build[r, 3]]
+        dua = du[build[r, 3]]
+        for t in range(build[r, 2]):
+            tmono[k0 + t] = tmono[q0 + t] * ua + mono[q0 + t] * dua
+
+
+@nb.njit(inline='always', **_JIT)
+def _monomial_slopes(mono, u, build, wk, g):
+    """``g`` (3,) = sum_k wk[k] d(monomial k)/du, backwards through ``build`` (children before parents): the
+    weight of a child passes to its parent times u_a, and to u_a times the parent. Overwrites ``wk``."""
+    g[0] = 0.0
+    g[1] = 0.0
+    g[2] = 0.0
+    for r in range(build.shape[0] - 1, -1, -1):
+        k0 = build[r, 0]
+        q0 = build[r, 1]
+        ua = u[build[r, 3]]
+        gr = 0.0
+        for t in range(build[r, 2]):
+            w = wk[k0 + t]
+            gr += w * mono[q0 + t]
+            wk[q0 + t] += w * ua
+        g[build[r, 3]] += gr
 
 
 @nb.njit(**_JIT)
@@ -150,7 +202,7 @@ def site_block(
     """Evaluate atoms ``start <= i < stop`` (see module docstring).
 
     Outputs: ``site_e[i]`` (eV); ``pair_dvec[p]`` = dV_i/d(vec_p) (eV/A, (P, 3)), only with ``need_forces``
-    (without: the sweep skips every derivative along r, what moment equilibration at fixed atoms does not use);
+    (without: the sweep skips W, dV/du and the pair forces, what moment equilibration at fixed atoms does not use);
     ``pair_dm[p]`` = dV_i/dm_j for the neighbour j of pair p (eV/mu_B);
     ``own_dm[i]`` = dV_i/dm_i; ``grad`` (n_params,) += dV_i/dtheta when ``need_grad``.
 
@@ -168,9 +220,8 @@ def site_block(
     n_alpha = mapping.shape[0]
     n_radial = rc.size
     n_basic = basic.shape[0]
-    powers, of_basic, lower, power, parent, axis = monomial_tables(basic)
-    by_mu, mu_start = mu_segments(basic, n_mu)
-    mono_by_mu = of_basic[by_mu]
+    powers, of_basic, parent, axis = monomial_tables(basic)
+    by_mu, build, mruns = sweep_runs(basic, of_basic, parent, axis)
     n_mono = powers.shape[0]
     max_nb = 0
     for i in range(start, stop):
@@ -190,14 +241,15 @@ def site_block(
     psi_i = np.zeros(n_psi)
     dpsi_i = np.zeros(n_psi)
     dpsi_j = np.zeros(n_psi)
-    cc = np.zeros((n_species, n_mu, n_phi, n_psi))
-    dcc = np.zeros((n_species, n_mu, n_phi, n_psi))
+    cc = np.zeros((n_species, n_mu, n_psi, n_phi))  # b last: the sums over the radial basis vectorise
+    dcc = np.zeros((n_species, n_mu, n_psi, n_phi))
     acc = np.zeros((n_species, n_mu, n_phi, n_psi))
     mono_p = np.zeros((max_nb, n_mono))  # the monomials of each pair, formed in the forward pass
     u_p = np.zeros((max_nb, 4))  # each pair's unit vector and 1/r
     mom_s = np.zeros(n_basic)  # the basic moments, in the order of by_mu
     adj_s = np.zeros(n_basic)  # dV/d(basic moment), in the order of by_mu
     wk = np.zeros(n_mono)  # W_k of the reverse pass: the weight of monomial k in dV/du
+    g3 = np.zeros(3)  # dV/du of one pair
     dvdf = np.zeros(n_mu)
     nt = max_nb if tangent else 0
     dmom = np.zeros(n_moments if tangent else 0)
@@ -206,7 +258,7 @@ def site_block(
     dadj_s = np.zeros(n_basic if tangent else 0)
     tmono_p = np.zeros((nt, n_mono))  # the change of each pair's monomials along the tangent
     df = np.zeros((nt, n_mu))
-    qder = np.zeros((nt, n_phi))
+    qder = np.zeros((max_nb, n_phi))
     dpsij = np.zeros((nt, n_psi))
     du = np.zeros((nt, 3))
     tpsi_i = np.zeros(n_psi)
@@ -214,7 +266,6 @@ def site_block(
     ddvdf = np.zeros(n_mu)
     span = r_cut - r_min
     magnetic = n_psi > 1
-    along_r = need_forces or tangent
 
     for i in range(start, stop):
         zi = types[i]
@@ -241,8 +292,8 @@ def site_block(
                             c = rc[zi, zj, mu, b, ii, jj]
                             s0 += c * psi_i[ii]
                             s1 += c * dpsi_i[ii]
-                        cc[zj, mu, b, jj] = s0
-                        dcc[zj, mu, b, jj] = s1
+                        cc[zj, mu, jj, b] = s0
+                        dcc[zj, mu, jj, b] = s1
         for k in range(n_basic):
             mom_s[k] = 0.0
         if tangent:
@@ -277,31 +328,29 @@ def site_block(
             else:
                 psij[lp, 0] = 1.0
                 dpsi_j[0] = 0.0
+            for b in range(n_phi):
+                qval[lp, b] = tb[b] * wq
+                qder[lp, b] = dtb[b] * (2.0 / span) * wq + tb[b] * dwq
             for mu in range(n_mu):
                 f = 0.0
                 fr = 0.0
                 fmj = 0.0
                 fmi = 0.0
-                for b in range(n_phi):
-                    qv = tb[b] * wq
-                    qd = dtb[b] * (2.0 / span) * wq + tb[b] * dwq if along_r else 0.0
-                    if mu == 0:
-                        qval[lp, b] = qv
-                        if tangent:
-                            qder[lp, b] = qd
-                    # the m_j sums first: c . psi_j, c . dpsi_j/dm_j, and dc/dm_i . psi_j
-                    cp = 0.0
-                    cdp = 0.0
-                    dcp = 0.0
-                    for jj in range(n_psi):
-                        c = cc[zj, mu, b, jj]
-                        cp += c * psij[lp, jj]
-                        cdp += c * dpsi_j[jj]
-                        dcp += dcc[zj, mu, b, jj] * psij[lp, jj]
-                    f += qv * cp
-                    fr += qd * cp
-                    fmj += qv * cdp
-                    fmi += qv * dcp
+                # per psi_j: the sums over the radial basis Q_b (with dQ_b/dr, and with dc/dm_i), then psi_j
+                for jj in range(n_psi):
+                    cq = 0.0
+                    cqd = 0.0
+                    dcq = 0.0
+                    for b in range(n_phi):
+                        c = cc[zj, mu, jj, b]
+                        cq += c * qval[lp, b]
+                        cqd += c * qder[lp, b]
+                        dcq += dcc[zj, mu, jj, b] * qval[lp, b]
+                    pj = psij[lp, jj]
+                    f += pj * cq
+                    fr += pj * cqd
+                    fmj += dpsi_j[jj] * cq
+                    fmi += pj * dcq
                 fval[lp, mu] = f
                 fdr[lp, mu] = fr
                 fdmj[lp, mu] = fmj
@@ -314,11 +363,13 @@ def site_block(
             u_p[lp, 2] = uz
             u_p[lp, 3] = inv_r
             mono = mono_p[lp]
-            _monomials(u_p[lp], parent, axis, mono)
-            for mu in range(n_mu):
-                f = fval[lp, mu]
-                for s in range(mu_start[mu], mu_start[mu + 1]):
-                    mom_s[s] += f * mono[mono_by_mu[s]]
+            _monomials(u_p[lp], build, mono)
+            for r in range(mruns.shape[0]):
+                s0 = mruns[r, 0]
+                k0 = mruns[r, 1]
+                f = fval[lp, mruns[r, 3]]
+                for t in range(mruns[r, 2]):
+                    mom_s[s0 + t] += f * mono[k0 + t]
             if tangent:
                 dr = ux * dvec[p, 0] + uy * dvec[p, 1] + uz * dvec[p, 2]
                 du[lp, 0] = (dvec[p, 0] - ux * dr) * inv_r
@@ -331,13 +382,14 @@ def site_block(
                 for mu in range(n_mu):
                     df[lp, mu] = fdr[lp, mu] * dr + fdmj[lp, mu] * dm[j] + fdmi[lp, mu] * dm[i]
                 tmono = tmono_p[lp]
-                _monomial_tangents(mono, lower, power, du[lp], tmono)
-                for mu in range(n_mu):
-                    f = fval[lp, mu]
-                    dfm = df[lp, mu]
-                    for s in range(mu_start[mu], mu_start[mu + 1]):
-                        k = mono_by_mu[s]
-                        dmom_s[s] += dfm * mono[k] + f * tmono[k]
+                _monomial_tangents(mono, u_p[lp], build, du[lp], tmono)
+                for r in range(mruns.shape[0]):
+                    s0 = mruns[r, 0]
+                    k0 = mruns[r, 1]
+                    f = fval[lp, mruns[r, 3]]
+                    dfm = df[lp, mruns[r, 3]]
+                    for t in range(mruns[r, 2]):
+                        dmom_s[s0 + t] += dfm * mono[k0 + t] + f * tmono[k0 + t]
         for k in range(n_moments):
             mom[k] = 0.0
         for s in range(n_basic):
@@ -399,24 +451,24 @@ def site_block(
                 for k in range(n_mono):
                     wk[k] = 0.0
             for mu in range(n_mu):
+                dvdf[mu] = 0.0
+            for r in range(mruns.shape[0]):
+                s0 = mruns[r, 0]
+                k0 = mruns[r, 1]
+                mu = mruns[r, 3]
                 dv = 0.0
-                f = fval[lp, mu]
-                for s in range(mu_start[mu], mu_start[mu + 1]):
-                    aq = adj_s[s]
-                    k = mono_by_mu[s]
-                    dv += aq * mono[k]
-                    if need_forces:
-                        wk[k] += f * aq
-                dvdf[mu] = dv
-            gx = 0.0
-            gy = 0.0
-            gz = 0.0
+                for t in range(mruns[r, 2]):
+                    dv += adj_s[s0 + t] * mono[k0 + t]
+                dvdf[mu] += dv
+                if need_forces:
+                    f = fval[lp, mu]
+                    for t in range(mruns[r, 2]):
+                        wk[k0 + t] += f * adj_s[s0 + t]
             if need_forces:
-                for k in range(n_mono):
-                    w = wk[k]
-                    gx += w * power[k, 0] * mono[lower[k, 0]]
-                    gy += w * power[k, 1] * mono[lower[k, 1]]
-                    gz += w * power[k, 2] * mono[lower[k, 2]]
+                _monomial_slopes(mono, u_p[lp], build, wk, g3)
+            gx = g3[0]
+            gy = g3[1]
+            gz = g3[2]
             ux = u_p[lp, 0]
             uy = u_p[lp, 1]
             uz = u_p[lp, 2]
@@ -443,11 +495,14 @@ def site_block(
             if tangent:
                 tmono = tmono_p[lp]
                 for mu in range(n_mu):
-                    t = 0.0
-                    for s in range(mu_start[mu], mu_start[mu + 1]):
-                        k = mono_by_mu[s]
-                        t += dadj_s[s] * mono[k] + adj_s[s] * tmono[k]
-                    ddvdf[mu] = t
+                    ddvdf[mu] = 0.0
+                for r in range(mruns.shape[0]):
+                    s0 = mruns[r, 0]
+                    k0 = mruns[r, 1]
+                    dd = 0.0
+                    for t in range(mruns[r, 2]):
+                        dd += dadj_s[s0 + t] * mono[k0 + t] + adj_s[s0 + t] * tmono[k0 + t]
+                    ddvdf[mruns[r, 3]] += dd
                 for mu in range(n_mu):
                     for b in range(n_phi):
                         along_psi = ddvdf[mu] * qval[lp, b] + dvdf[mu] * qder[lp, b]
