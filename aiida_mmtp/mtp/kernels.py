@@ -266,6 +266,7 @@ def site_block(
     ddvdf = np.zeros(n_mu)
     span = r_cut - r_min
     magnetic = n_psi > 1
+    along_r = need_forces or tangent
 
     for i in range(start, stop):
         zi = types[i]
@@ -330,7 +331,9 @@ def site_block(
                 dpsi_j[0] = 0.0
             for b in range(n_phi):
                 qval[lp, b] = tb[b] * wq
-                qder[lp, b] = dtb[b] * (2.0 / span) * wq + tb[b] * dwq
+            if along_r:  # without, qder stays zero: no derivative along r is asked for
+                for b in range(n_phi):
+                    qder[lp, b] = dtb[b] * (2.0 / span) * wq + tb[b] * dwq
             for mu in range(n_mu):
                 f = 0.0
                 fr = 0.0
